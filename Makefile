@@ -1,0 +1,58 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+##@ General
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	touch $@
+
+.PHONY: install
+install: $(VENV)/.installed ## Create .venv and install credward with its dev tools.
+
+.PHONY: controlplane
+controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl and etcd.
+	$(VENV)/bin/credward dev build
+
+.PHONY: demo
+demo: install ## Run credward end to end on a local control plane (Ctrl-C stops everything).
+	$(VENV)/bin/credward dev demo
+
+##@ Verification
+
+.PHONY: lint
+lint: install ## ruff, mypy --strict, and the import-layer contracts.
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+.PHONY: fmt
+fmt: install ## Format and auto-fix.
+	$(VENV)/bin/ruff format operator tests
+	$(VENV)/bin/ruff check --fix operator tests
+
+.PHONY: unit
+unit: install ## Unit tests only (pure logic, no servers).
+	$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: test
+test: lint controlplane ## Lint, then unit + integration + e2e tests against real servers.
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench
+bench: install ## Benchmark the token endpoint against the raw signing rate (writes bench/results.json).
+	$(PYTHON) -m bench.token_endpoint

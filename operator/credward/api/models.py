@@ -1,0 +1,117 @@
+"""Typed models of the CRDs' spec and status.
+
+``crds/*.yaml`` is the source of truth for the schema and its validation (the
+API server enforces it); these models mirror it so that code reads typed
+fields instead of dictionaries. Unknown fields are ignored, not rejected: the
+API server has already pruned them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from credward.domain.durations import parse_duration
+
+DEFAULT_TOKEN_TTL = "5m"
+DEFAULT_ROTATION_PERIOD = "720h"
+DEFAULT_GRACE_PERIOD = "24h"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Rotation(_Model):
+    period: str = DEFAULT_ROTATION_PERIOD
+    grace_period: str = Field(DEFAULT_GRACE_PERIOD, alias="gracePeriod")
+
+    @property
+    def period_td(self) -> timedelta:
+        return parse_duration(self.period)
+
+    @property
+    def grace_period_td(self) -> timedelta:
+        return parse_duration(self.grace_period)
+
+
+class SecretTemplate(_Model):
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class CredentialSpec(_Model):
+    """``ServiceAccountCredential.spec``."""
+
+    display_name: str = Field(alias="displayName")
+    description: str = ""
+    lifetime: str | None = None
+    token_ttl: str = Field(DEFAULT_TOKEN_TTL, alias="tokenTTL")
+    audiences: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    rotation: Rotation = Field(default_factory=Rotation)
+    secret_name: str | None = Field(None, alias="secretName")
+    secret_template: SecretTemplate = Field(default_factory=SecretTemplate, alias="secretTemplate")
+    revoked: bool = False
+
+    def effective_secret_name(self, credential_name: str) -> str:
+        return self.secret_name or f"{credential_name}-credentials"
+
+    @property
+    def lifetime_td(self) -> timedelta | None:
+        return parse_duration(self.lifetime) if self.lifetime else None
+
+    @property
+    def token_ttl_td(self) -> timedelta:
+        return parse_duration(self.token_ttl)
+
+
+class ActiveSecret(_Model):
+    """One live secret of an account: its public id and times, never its value."""
+
+    id: str
+    created_at: datetime = Field(alias="createdAt")
+    not_after: datetime | None = Field(None, alias="notAfter")
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(_Model):
+    """A status condition in the standard Kubernetes (metav1.Condition) shape."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime = Field(alias="lastTransitionTime")
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+
+
+class CredentialStatus(_Model):
+    """``ServiceAccountCredential.status``."""
+
+    client_id: str | None = Field(None, alias="clientId")
+    identity: str | None = None
+    secret_name: str | None = Field(None, alias="secretName")
+    active_secrets: tuple[ActiveSecret, ...] = Field((), alias="activeSecrets")
+    last_rotation_time: datetime | None = Field(None, alias="lastRotationTime")
+    next_rotation_time: datetime | None = Field(None, alias="nextRotationTime")
+    expires_at: datetime | None = Field(None, alias="expiresAt")
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+    conditions: tuple[Condition, ...] = ()
+
+
+class Permission(_Model):
+    verbs: tuple[Literal["read", "write"], ...]
+    path: tuple[str, ...]
+
+
+class RoleBindingSpec(_Model):
+    """``RoleBinding.spec`` (group credward.io)."""
+
+    service_account: str = Field(alias="serviceAccount")
+    roles: tuple[str, ...] = ()
+    permissions: tuple[Permission, ...] = ()
