@@ -1,0 +1,44 @@
+"""The storage interface every backend implements.
+
+Kept small on purpose: the token endpoint needs one read (``get_account``) and
+one check (``is_token_revoked``); everything else is the admin path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from credward.security.model import Account, RevocationEvent, RoleMapping
+
+
+class Store(Protocol):
+    async def migrate(self) -> None:
+        """Bring the schema to the newest version (idempotent; versioned migrations)."""
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot answer (used by /readyz)."""
+
+    async def get_account(self, client_id: str) -> Account | None: ...
+
+    async def put_account(self, account: Account) -> None:
+        """Create or replace an account and its secret hashes (not its role mappings)."""
+
+    async def set_role_mappings(self, client_id: str, mappings: tuple[RoleMapping, ...]) -> None:
+        """Replace all role mappings of an account (the operator pushes the full set)."""
+
+    async def delete_account(self, client_id: str) -> bool:
+        """Delete an account; True if it existed."""
+
+    async def revoke_account(self, client_id: str, at: datetime) -> RevocationEvent:
+        """Mark the account revoked and append a feed entry."""
+
+    async def revoke_token(self, jti: str, client_id: str, expires_at: datetime, at: datetime) -> RevocationEvent:
+        """Remember a revoked token until it expires and append a feed entry."""
+
+    async def is_token_revoked(self, jti: str) -> bool: ...
+
+    async def revocations_since(self, cursor: int, limit: int = 500) -> list[RevocationEvent]:
+        """Feed entries with ``cursor`` greater than the given one, oldest first."""
