@@ -115,3 +115,10 @@ class RoleBindingSpec(_Model):
     service_account: str = Field(alias="serviceAccount")
     roles: tuple[str, ...] = ()
     permissions: tuple[Permission, ...] = ()
+
+
+class RoleBindingStatus(_Model):
+    """``RoleBinding.status`` (group credward.io)."""
+
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+    conditions: tuple[Condition, ...] = ()
