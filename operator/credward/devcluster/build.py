@@ -142,7 +142,8 @@ class Builder:
         if proc.returncode != 0:
             tail = log_path.read_text(errors="replace").splitlines()[-15:]
             raise ControlPlaneError(
-                f"`go {' '.join(args[:2])}` failed with exit code {proc.returncode}; log: {log_path}\n" + "\n".join(tail)
+                f"`go {' '.join(args[:2])}` failed with exit code {proc.returncode}; log: {log_path}\n"
+                + "\n".join(tail)
             )
 
     def _module_info(self, module: str, cwd: Path, log_name: str) -> dict[str, str]:

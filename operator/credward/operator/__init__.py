@@ -1,0 +1,1 @@
+"""The kopf operator: thin handlers that carry out the plans of ``credward.domain``."""

@@ -1,0 +1,81 @@
+"""Small pure helpers: durations, the Kubernetes wrapper module, operator settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from credward.devcluster.build import kubernetes_wrapper_gomod, staging_modules, staging_version
+from credward.domain.durations import format_duration, parse_duration
+from credward.errors import InvalidDuration
+from credward.operator.settings import OperatorSettings, SettingsError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("5m", timedelta(minutes=5)),
+        ("1h30m", timedelta(minutes=90)),
+        ("720h", timedelta(days=30)),
+        ("1.5h", timedelta(minutes=90)),
+        ("500ms", timedelta(milliseconds=500)),
+    ],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "5", "h", "5d", "-5m", "1h-30m", "0s", " 5m"])
+def test_parse_duration_rejects(text: str) -> None:
+    with pytest.raises(InvalidDuration, match="duration|longer than zero"):
+        parse_duration(text)
+
+
+def test_format_duration_round_trips() -> None:
+    assert format_duration(timedelta(minutes=90)) == "1h30m"
+    assert parse_duration(format_duration(timedelta(hours=720))) == timedelta(hours=720)
+
+
+GOMOD = """module k8s.io/kubernetes
+
+go 1.25.0
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tgithub.com/other => github.com/other v1.0.0
+)
+"""
+
+
+def test_staging_modules_read_from_release_gomod() -> None:
+    assert staging_modules(GOMOD) == ["k8s.io/api", "k8s.io/client-go"]
+
+
+def test_wrapper_pins_each_staging_module_to_matching_version() -> None:
+    text = kubernetes_wrapper_gomod("v1.35.4", staging_modules(GOMOD), "1.25.0")
+    assert "require k8s.io/kubernetes v1.35.4" in text
+    assert "\tk8s.io/api => k8s.io/api v0.35.4" in text
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.35.4" in text
+    assert "github.com/other" not in text
+
+
+def test_staging_version_rejects_garbage() -> None:
+    with pytest.raises(ValueError, match="not a Kubernetes release"):
+        staging_version("1.35")
+
+
+def test_operator_settings_defaults_and_endpoints() -> None:
+    s = OperatorSettings.from_env({})
+    assert s.endpoints.token_url == "http://credward-security:9000/oauth2/token"
+    assert s.endpoints.issuer == "http://credward-security:9000"
+    assert s.namespaces == ()
+
+
+def test_operator_settings_fail_loudly_naming_the_key() -> None:
+    with pytest.raises(SettingsError, match="CREDWARD_SECURITY_BASE_URL"):
+        OperatorSettings.from_env({"CREDWARD_SECURITY_BASE_URL": "ftp://x"})
+    with pytest.raises(SettingsError, match="CREDWARD_RESYNC"):
+        OperatorSettings.from_env({"CREDWARD_RESYNC": "often"})
