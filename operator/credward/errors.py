@@ -9,12 +9,17 @@
     │   └── SecretConflict     a Secret of the wanted name exists and is not ours
     ├── TransientError         worth retrying later (-> kopf.TemporaryError)
     │   └── ServiceUnavailable the security service did not answer
-    └── AuthError              the security service's OAuth2 errors (RFC 6749 §5.2)
-        ├── InvalidClient
-        ├── InvalidRequest
-        ├── InvalidScope
-        ├── InvalidTarget
-        └── UnsupportedGrantType
+    ├── AuthError              the security service's OAuth2 errors (RFC 6749 §5.2)
+    │   ├── InvalidClient
+    │   ├── InvalidRequest
+    │   ├── InvalidScope
+    │   ├── InvalidTarget      RFC 8707
+    │   ├── UnsupportedGrantType
+    │   ├── UnauthorizedClient RFC 7009: revoking another client's token
+    │   └── Throttled          too many failed authentications (429 + Retry-After)
+    └── AdminAuthError         the security service's admin API refused the caller
+        ├── Unauthenticated    no or invalid credentials (401)
+        └── Forbidden          authenticated but not on the allow-list (403)
 
 Messages never contain a secret value.
 """
@@ -84,3 +89,32 @@ class InvalidTarget(AuthError):
 
 class UnsupportedGrantType(AuthError):
     error = "unsupported_grant_type"
+
+
+class UnauthorizedClient(AuthError):
+    error = "unauthorized_client"
+
+
+class Throttled(AuthError):
+    """Too many failed authentications from this client or address; retry after ``retry_after`` seconds."""
+
+    error = "temporarily_unavailable"
+    status_code = 429
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
+
+class AdminAuthError(CredwardError):
+    """The admin API refused the caller."""
+
+    status_code = 401
+
+
+class Unauthenticated(AdminAuthError):
+    status_code = 401
+
+
+class Forbidden(AdminAuthError):
+    status_code = 403

@@ -1,0 +1,42 @@
+"""Prometheus metrics of one service instance (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+# Reasons are RFC 6749 error codes plus a few of our own; a fixed set keeps label cardinality bounded.
+DENIAL_REASONS = (
+    "invalid_request",
+    "invalid_client",
+    "invalid_scope",
+    "invalid_target",
+    "unsupported_grant_type",
+    "unauthorized_client",
+    "temporarily_unavailable",
+    "server_error",
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.issued = Counter("credward_tokens_issued", "Access tokens issued.", registry=self.registry)
+        self._denied = Counter(
+            "credward_tokens_denied",
+            "Token requests denied, by RFC 6749 error code.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.denied = {reason: self._denied.labels(reason=reason) for reason in DENIAL_REASONS}
+        self.latency = Histogram(
+            "credward_token_request_duration_seconds",
+            "Time to answer a token request, from body received to response ready.",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "credward_revocations", "Accounts and tokens revoked.", ["kind"], registry=self.registry
+        )
+
+    def deny(self, reason: str) -> None:
+        self.denied.get(reason, self.denied["server_error"]).inc()

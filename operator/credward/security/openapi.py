@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 document the service serves at ``/openapi.json``.
+
+Written by hand because the token endpoint is raw ASGI and its form schema
+must be exact: schema-driven fuzzers (schemathesis) use it to build valid and
+invalid requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from credward.security.settings import Settings
+
+_OAUTH_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "string",
+            "enum": [
+                "invalid_request",
+                "invalid_client",
+                "invalid_grant",
+                "invalid_scope",
+                "invalid_target",
+                "unauthorized_client",
+                "unsupported_grant_type",
+                "temporarily_unavailable",
+            ],
+        },
+        "error_description": {"type": "string"},
+    },
+}
+
+_TOKEN_FORM = {
+    "type": "object",
+    "required": ["grant_type"],
+    "properties": {
+        "grant_type": {"type": "string", "enum": ["client_credentials"]},
+        "client_id": {"type": "string", "description": "client_secret_post only"},
+        "client_secret": {"type": "string", "description": "client_secret_post only"},
+        "scope": {"type": "string", "description": "space-separated; a subset of the client's scopes"},
+        "audience": {"type": "string"},
+        "resource": {"type": "string", "format": "uri", "description": "RFC 8707"},
+    },
+    "additionalProperties": True,
+}
+
+_TOKEN_OPERATION_FORM = {
+    "type": "object",
+    "required": ["token"],
+    "properties": {
+        "token": {"type": "string"},
+        "token_type_hint": {"type": "string", "enum": ["access_token"]},
+        "client_id": {"type": "string"},
+        "client_secret": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error_responses() -> dict[str, Any]:
+    return {
+        "400": _json(_OAUTH_ERROR, "RFC 6749 §5.2 error"),
+        "401": {
+            **_json(_OAUTH_ERROR, "invalid_client"),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        },
+        "429": {
+            **_json(_OAUTH_ERROR, "too many failed authentications"),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    }
+
+
+def _form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
+
+
+def _admin(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"adminBearer": []}],
+        "parameters": [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            **responses,
+            "401": {"description": "no or invalid credentials"},
+            "403": {"description": "caller not allowed"},
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    token_response = {
+        "type": "object",
+        "required": ["access_token", "token_type", "expires_in"],
+        "properties": {
+            "access_token": {"type": "string"},
+            "token_type": {"type": "string", "enum": ["Bearer"]},
+            "expires_in": {"type": "integer", "minimum": 1},
+            "scope": {"type": "string"},
+        },
+    }
+    account = {"type": "object", "additionalProperties": True}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "credward security service", "version": "1"},
+        "servers": [{"url": settings.issuer}],
+        "components": {
+            "securitySchemes": {
+                "clientBasic": {"type": "http", "scheme": "basic"},
+                "adminBearer": {"type": "http", "scheme": "bearer"},
+            }
+        },
+        "paths": {
+            "/oauth2/token": {
+                "post": {
+                    "summary": "RFC 6749 §4.4 client-credentials grant",
+                    "security": [{"clientBasic": []}, {}],
+                    "requestBody": _form_body(_TOKEN_FORM),
+                    "responses": {"200": _json(token_response, "an access token"), **_error_responses()},
+                }
+            },
+            "/oauth2/introspect": {
+                "post": {
+                    "summary": "RFC 7662 token introspection (client-authenticated)",
+                    "security": [{"clientBasic": []}, {}],
+                    "requestBody": _form_body(_TOKEN_OPERATION_FORM),
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["active"]}, "introspection result"),
+                        **_error_responses(),
+                    },
+                }
+            },
+            "/oauth2/revoke": {
+                "post": {
+                    "summary": "RFC 7009 token revocation (client-authenticated)",
+                    "security": [{"clientBasic": []}, {}],
+                    "requestBody": _form_body(_TOKEN_OPERATION_FORM),
+                    "responses": {"200": {"description": "revoked, or the token was not valid"}, **_error_responses()},
+                }
+            },
+            "/v1/revocations": {
+                "get": {
+                    "summary": "Revocation feed: JSON long-poll, or server-sent events with Accept: text/event-stream",
+                    "parameters": [
+                        {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0}},
+                    ],
+                    "responses": {"200": _json({"type": "object", "required": ["events", "cursor"]}, "feed entries")},
+                }
+            },
+            "/jwks.json": {
+                "get": {"summary": "RFC 7517 key set", "responses": {"200": _json({"type": "object"}, "keys")}}
+            },
+            "/.well-known/openid-configuration": {
+                "get": {"summary": "OIDC discovery", "responses": {"200": _json({"type": "object"}, "metadata")}}
+            },
+            "/.well-known/oauth-authorization-server": {
+                "get": {"summary": "RFC 8414 metadata", "responses": {"200": _json({"type": "object"}, "metadata")}}
+            },
+            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "readiness: store reachable, keys loaded",
+                    "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
+            "/v1/admin/accounts/{client_id}": {
+                "get": _admin(
+                    "read an account (secret ids, never hashes)",
+                    {"200": _json(account, "account"), "404": {"description": "no such account"}},
+                ),
+                "put": _admin(
+                    "create or replace an account",
+                    {
+                        "200": _json(account, "updated"),
+                        "201": _json(account, "created"),
+                        "400": {"description": "invalid body"},
+                    },
+                    account,
+                ),
+                "delete": _admin(
+                    "delete an account", {"204": {"description": "deleted"}, "404": {"description": "no such account"}}
+                ),
+            },
+            "/v1/admin/accounts/{client_id}/role-mappings": {
+                "put": _admin(
+                    "replace the account's role mappings",
+                    {
+                        "200": _json(account, "updated"),
+                        "400": {"description": "invalid body"},
+                        "404": {"description": "no such account"},
+                    },
+                    {"type": "object", "required": ["mappings"]},
+                ),
+            },
+            "/v1/admin/accounts/{client_id}/revoke": {
+                "post": _admin(
+                    "revoke an account",
+                    {"200": _json({"type": "object"}, "feed entry"), "404": {"description": "no such account"}},
+                ),
+            },
+        },
+    }

@@ -1,0 +1,254 @@
+"""The OAuth2 endpoints as plain async methods: bytes and headers in, :class:`Reply` out.
+
+HTTP handlers stay thin: they pass the body and a few headers here and write
+the reply. Every failure becomes an RFC 6749 §5.2 body; unexpected errors
+become ``503 temporarily_unavailable`` without a stack trace in the response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+
+from credward.domain.claims import build_claims, choose_audience, token_lifetime
+from credward.domain.oauth import ClientCredentials, client_credentials, parse_form, parse_token_request, single
+from credward.domain.scopes import ScopeProfile, downscope, parse_scope_param, render_scopes
+from credward.domain.secrets import hash_secret
+from credward.domain.throttle import FailureThrottle
+from credward.errors import AuthError, InvalidClient, InvalidRequest, Throttled, UnauthorizedClient
+from credward.security import audit
+from credward.security.accounts import AccountCache, ClientEntry
+from credward.security.feed import RevocationFeed
+from credward.security.keys import KeyRing
+from credward.security.metrics import Metrics
+from credward.security.settings import Settings
+from credward.security.store.base import Store
+
+log = logging.getLogger(__name__)
+
+JSON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"pragma", b"no-cache"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=JSON_HEADERS)
+
+
+def json_reply(status: int, payload: dict[str, Any], extra: tuple[tuple[bytes, bytes], ...] = ()) -> Reply:
+    return Reply(status, json.dumps(payload, separators=(",", ":")).encode(), JSON_HEADERS + extra)
+
+
+def error_reply(exc: AuthError) -> Reply:
+    extra: tuple[tuple[bytes, bytes], ...] = ()
+    if exc.status_code == 401:
+        extra = ((b"www-authenticate", b'Basic realm="credward", error="invalid_client"'),)
+    elif isinstance(exc, Throttled):
+        extra = ((b"retry-after", str(exc.retry_after).encode()),)
+    return json_reply(exc.status_code, {"error": exc.error, "error_description": exc.description}, extra)
+
+
+UNAVAILABLE = json_reply(
+    503, {"error": "temporarily_unavailable", "error_description": "the service cannot answer right now"}
+)
+
+
+class OAuthService:
+    """Token issuance, introspection and revocation, sharing one client authentication path."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        keyring: KeyRing,
+        accounts: AccountCache,
+        feed: RevocationFeed,
+        metrics: Metrics,
+        hash_key: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keyring = keyring
+        self.accounts = accounts
+        self.feed = feed
+        self.metrics = metrics
+        self._hash_key = hash_key
+        self._clock = clock
+        self._profile: ScopeProfile = settings.scope_profile
+        self.client_throttle = FailureThrottle(settings.throttle_client_failures, settings.throttle_window)
+        self.ip_throttle = FailureThrottle(settings.throttle_ip_failures, settings.throttle_window)
+
+    # -- client authentication -------------------------------------------------------------
+
+    def _check_throttle(self, key: str, throttle: FailureThrottle, now: float) -> None:
+        retry = throttle.retry_after(key, now)
+        if retry is not None:
+            raise Throttled("too many failed authentication attempts; retry later", retry)
+
+    async def _authenticate(self, creds: ClientCredentials, ip: str, now: float) -> ClientEntry:
+        self._check_throttle(creds.client_id, self.client_throttle, now)
+        entry = await self.accounts.get(creds.client_id)
+        presented = hash_secret(self._hash_key, creds.client_secret)
+        if entry is None or not entry.secret_matches(presented, now) or not entry.usable(now):
+            self.client_throttle.record_failure(creds.client_id, now)
+            self.ip_throttle.record_failure(ip, now)
+            raise InvalidClient("client authentication failed")
+        return entry
+
+    # -- token endpoint ----------------------------------------------------------------------
+
+    async def token(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
+        started = time.perf_counter()
+        now = self._clock()
+        client_id: str | None = None
+        entry: ClientEntry | None = None
+        scope: str | None = None
+        try:
+            self._check_throttle(ip, self.ip_throttle, now)
+            try:
+                request = parse_token_request(body, content_type, authorization)
+            except InvalidClient:
+                if authorization:  # malformed Basic credentials count as a failed attempt
+                    self.ip_throttle.record_failure(ip, now)
+                raise
+            client_id = request.credentials.client_id
+            entry = await self._authenticate(request.credentials, ip, now)
+            requested = parse_scope_param(self._profile, request.scope) if request.scope is not None else None
+            scopes = downscope(entry.held_scopes, requested)
+            scope = render_scopes(scopes)
+            account = entry.account
+            audience = choose_audience(self._profile, account.audiences, request.audiences)
+            whole_now = int(now)
+            expires = int(entry.expires_at) if entry.expires_at is not None else None
+            lifetime = token_lifetime(whole_now, account.token_ttl_seconds, self.settings.max_token_ttl, expires)
+            grant = build_claims(
+                profile=self._profile,
+                issuer=self.settings.issuer,
+                subject=account.identity,
+                client_id=account.client_id,
+                audience=audience,
+                scopes=scopes,
+                roles=entry.roles,
+                groups=account.groups,
+                now=whole_now,
+                lifetime=lifetime,
+                jti=secrets.token_urlsafe(16),
+            )
+            token = self.keyring.keyset.signer.sign(grant.claims)
+        except AuthError as exc:
+            self.metrics.deny(exc.error)
+            self.metrics.latency.observe(time.perf_counter() - started)
+            audit.emit(
+                "token",
+                "denied",
+                reason=exc.error,
+                ip=ip,
+                scope=scope,
+                **audit.client_label(client_id, entry is not None),
+            )
+            return error_reply(exc)
+        except Exception:
+            log.exception("token request failed")
+            self.metrics.deny("server_error")
+            return UNAVAILABLE
+        self.metrics.issued.inc()
+        self.metrics.latency.observe(time.perf_counter() - started)
+        audit.emit(
+            "token",
+            "issued",
+            client_id=account.client_id,
+            jti=grant.claims["jti"],
+            scope=grant.scope,
+            aud=audience,
+            exp=grant.claims["exp"],
+            method=request.credentials.method.value,
+            ip=ip,
+        )
+        payload = {"access_token": token, "token_type": "Bearer", "expires_in": grant.expires_in, "scope": grant.scope}
+        return Reply(200, json.dumps(payload, separators=(",", ":")).encode())
+
+    # -- introspection (RFC 7662) and revocation (RFC 7009) ----------------------------------
+
+    def decode(self, token: str) -> dict[str, Any] | None:
+        """Claims of a token this issuer signed and that has not expired, or None."""
+        keyset = self.keyring.keyset
+        try:
+            kid = str(jwt.get_unverified_header(token).get("kid"))
+            alg, key = keyset.public_keys[kid]
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg.value],
+                issuer=self.settings.issuer,
+                options={"verify_aud": False, "require": ["exp", "iat", "jti", "client_id"]},
+            )
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            return None
+        return claims
+
+    async def _client_from_form(self, form: dict[str, list[str]], authorization: str | None, ip: str) -> ClientEntry:
+        now = self._clock()
+        self._check_throttle(ip, self.ip_throttle, now)
+        return await self._authenticate(client_credentials(form, authorization), ip, now)
+
+    async def introspect(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
+        try:
+            form = parse_form(body, content_type)
+            caller = await self._client_from_form(form, authorization, ip)
+            token = single(form, "token")
+            if token is None:
+                raise InvalidRequest("token is required")
+            claims = self.decode(token)
+            if claims is None or await self.store.is_token_revoked(str(claims["jti"])):
+                return json_reply(200, {"active": False})
+            entry = await self.accounts.get(str(claims["client_id"]))
+            if entry is None or not entry.usable(self._clock()):
+                return json_reply(200, {"active": False})
+        except AuthError as exc:
+            return error_reply(exc)
+        except Exception:
+            log.exception("introspection failed")
+            return UNAVAILABLE
+        audit.emit("introspect", "active", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
+        keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "roles", "wlcg.groups")
+        return json_reply(200, {"active": True, "token_type": "Bearer", **{k: claims[k] for k in keep if k in claims}})
+
+    async def revoke(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
+        try:
+            form = parse_form(body, content_type)
+            caller = await self._client_from_form(form, authorization, ip)
+            token = single(form, "token")
+            if token is None:
+                raise InvalidRequest("token is required")
+            claims = self.decode(token)
+            if claims is None:  # RFC 7009 §2.2: invalid tokens do not cause an error
+                return Reply(200, b"")
+            if claims["client_id"] != caller.account.client_id:
+                raise UnauthorizedClient("the token was not issued to this client")
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            event = await self.store.revoke_token(
+                str(claims["jti"]), caller.account.client_id, datetime.fromtimestamp(int(claims["exp"]), UTC), now
+            )
+        except AuthError as exc:
+            return error_reply(exc)
+        except Exception:
+            log.exception("revocation failed")
+            return UNAVAILABLE
+        self.metrics.revocations.labels(kind="token").inc()
+        self.feed.notify(event.cursor)
+        audit.emit("revoke", "revoked", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
+        return Reply(200, b"")
