@@ -40,11 +40,15 @@ log = logging.getLogger(__name__)
 ADMIN_USER = "credward-dev-admin"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# Only what credward relies on: owner-reference garbage collection, namespace deletion,
+# ServiceAccounts (Pods need one), the kube-root-ca.crt ConfigMap, and aggregated RBAC roles.
 CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",
     "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
 )
 
 _AUDIT_POLICY = {

@@ -1,0 +1,110 @@
+"""credward's own components as child processes of a development or test session.
+
+The operator and the security service run exactly as in a cluster (``credward
+operator run``, ``credward security serve``), only pointed at the local
+control plane; tests stop and restart them to check what a restart does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from credward.devcluster.errors import ControlPlaneError
+from credward.devcluster.plane import ControlPlane, _die_with_parent, free_port
+
+OPERATOR_USER = "credward-operator"
+
+
+class ChildProcess:
+    """A credward subcommand in the background, ready once ``health_url`` answers 200."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: Path,
+        health_url: str,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.args = [sys.executable, "-m", "credward", *args]
+        self.log_path = log_path
+        self.health_url = health_url
+        self.env = {**os.environ, **(env or {})}
+        self.timeout = startup_timeout
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object, tb: TracebackType | None = None) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            self._popen = subprocess.Popen(
+                self.args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                preexec_fn=_die_with_parent,
+            )
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            code = self._popen.poll()
+            if code is not None:
+                raise ControlPlaneError(f"{self.name} exited with code {code} while starting; log: {self.log_path}")
+            try:
+                with urllib.request.urlopen(self.health_url, timeout=2) as resp:  # noqa: S310
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise ControlPlaneError(f"{self.name} was not healthy within {self.timeout:.0f}s; log: {self.log_path}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a graceful shutdown, as a kubelet does), SIGKILL after ``timeout``."""
+        if self._popen is None:
+            return
+        if self._popen.poll() is None:
+            self._popen.send_signal(signal.SIGTERM)
+            try:
+                self._popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._popen.kill()
+                self._popen.wait()
+        self._popen = None
+
+
+def operator_process(
+    plane: ControlPlane, *, security_base_url: str, log_path: Path, extra_args: Sequence[str] = ()
+) -> ChildProcess:
+    """``credward operator run`` as user ``credward-operator``, so the audit log tells its writes apart."""
+    port = free_port()
+    kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])
+    return ChildProcess(
+        "credward operator",
+        ["operator", "run", "--all-namespaces", f"--liveness-port={port}", *extra_args],
+        log_path,
+        f"http://127.0.0.1:{port}/healthz",
+        env={"KUBECONFIG": str(kubeconfig), "CREDWARD_SECURITY_BASE_URL": security_base_url},
+    )
