@@ -26,7 +26,10 @@ def test_basic_credentials_are_form_decoded() -> None:
 
 
 def test_post_credentials_and_params() -> None:
-    body = b"grant_type=client_credentials&client_id=c&client_secret=s&scope=read%3A%2Fx&resource=https%3A%2F%2Fr&audience=a"
+    body = (
+        b"grant_type=client_credentials&client_id=c&client_secret=s"
+        b"&scope=read%3A%2Fx&resource=https%3A%2F%2Fr&audience=a"
+    )
     req = parse_token_request(body, FORM + "; charset=UTF-8", None)
     assert req.credentials.method is AuthMethod.POST
     assert req.scope == "read:/x"

@@ -31,5 +31,5 @@ def test_memory_is_bounded() -> None:
 
 
 def test_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit"):
         FailureThrottle(limit=0, window=1)

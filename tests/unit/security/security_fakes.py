@@ -14,10 +14,16 @@ import pytest
 from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
 from credward.security.adminauth import BearerFileAuthenticator
 from credward.security.app import CredwardApp, create_app
-from credward.security.model import Permission, SecretRecord
+from credward.security.model import (
+    Account,
+    AccountStatus,
+    Permission,
+    RevocationEvent,
+    RevocationKind,
+    RoleMapping,
+    SecretRecord,
+)
 from credward.security.settings import AdminAuthMode, Settings
-
-from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, RoleMapping
 
 
 class MemoryStore:

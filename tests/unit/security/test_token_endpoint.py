@@ -9,10 +9,9 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from security_fakes import ISSUER, Client, FakeClock, MemoryStore
 
 from credward.security.app import CredwardApp
-
-from security_fakes import ISSUER, Client, FakeClock, MemoryStore
 
 pytestmark = pytest.mark.unit
 
