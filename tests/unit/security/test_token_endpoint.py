@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from security_fakes import ISSUER, Client, FakeClock, MemoryStore
+from tests.unit.security.security_fakes import ISSUER, Client, FakeClock, MemoryStore
 
 from credward.security.app import CredwardApp
 
