@@ -121,7 +121,8 @@ def test_printer_columns() -> None:
 @pytest.mark.parametrize("plural", CRDS)
 def test_every_field_has_a_description(plural: str) -> None:
     nodes = schema_nodes(root_schema(plural), plural)
-    missing = [path for path, node in nodes if not node.get("description", "").strip()]
+    # The API server forbids anything on metadata's schema (it documents metadata itself).
+    missing = [p for p, node in nodes if not node.get("description", "").strip() and p != f"{plural}.metadata"]
     assert missing == []
 
 

@@ -1,0 +1,570 @@
+"""The real kube-apiserver enforces the CRDs: invalid objects are refused with a message a person can act on.
+
+Every invalid object below is a valid one with one mistake, so each case checks one rule. Objects are
+sent with ``--dry-run=server``: admission runs in full, nothing is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from credward.api import API_VERSION, CREDENTIAL_KIND, CREDENTIAL_PLURAL, GROUP, ROLEBINDING_KIND, ROLEBINDING_PLURAL
+from credward.api.models import CredentialSpec, CredentialStatus, RoleBindingSpec, RoleBindingStatus
+from credward.devcluster import ControlPlane
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crds")]
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
+SAC = f"{CREDENTIAL_PLURAL}.{GROUP}"
+CWRB = f"{ROLEBINDING_PLURAL}.{GROUP}"
+
+Obj = dict[str, Any]
+
+
+def credential(name: str = "ci-pipeline", **spec: Any) -> Obj:
+    """A valid ServiceAccountCredential, with ``spec`` overrides (``None`` removes a field)."""
+    body: Obj = {"displayName": "CI pipeline"}
+    body.update(spec)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": CREDENTIAL_KIND,
+        "metadata": {"name": name},
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def binding(name: str = "ci-pipeline-store", **spec: Any) -> Obj:
+    """A valid credward RoleBinding, with ``spec`` overrides (``None`` removes a field)."""
+    body: Obj = {
+        "serviceAccount": "ci-pipeline",
+        "roles": ["builder"],
+        "permissions": [{"verbs": ["read"], "path": ["store", "artifacts", "*"]}],
+    }
+    body.update(spec)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": ROLEBINDING_KIND,
+        "metadata": {"name": name},
+        "spec": {k: v for k, v in body.items() if v is not None},
+    }
+
+
+def permissions(*items: tuple[list[str], list[str]]) -> list[Obj]:
+    return [{"verbs": verbs, "path": path} for verbs, path in items]
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """An object the API server must refuse, the field it must name, and (part of) its message."""
+
+    id: str
+    obj: Obj
+    field: str | None  # None: refused before field validation (e.g. by strict decoding)
+    message: str
+    # A missing required field is a "blocking" schema error: the API server then skips the CEL rules
+    # and says so in a second error.
+    blocking: bool = False
+
+
+INVALID = [
+    # --- ServiceAccountCredential ----------------------------------------------------------------
+    Invalid(
+        "displayName-missing",
+        credential(displayName=None, description="x"),
+        "spec.displayName",
+        "Required value",
+        blocking=True,
+    ),
+    Invalid("displayName-blank", credential(displayName="   "), "spec.displayName", "displayName must not be blank"),
+    Invalid(
+        "tokenTTL-not-a-duration",
+        credential(tokenTTL="5 minutes"),
+        "spec.tokenTTL",
+        "tokenTTL must be a duration such as '90s', '5m', '1h30m' or '720h'",
+    ),
+    Invalid(
+        "tokenTTL-in-days",
+        credential(tokenTTL="1d"),
+        "spec.tokenTTL",
+        "tokenTTL must be a duration such as '90s', '5m', '1h30m' or '720h'",
+    ),
+    Invalid(
+        "tokenTTL-too-short",
+        credential(tokenTTL="10s"),
+        "spec.tokenTTL",
+        "tokenTTL must be between 30s and 24h, not 10s",
+    ),
+    Invalid(
+        "tokenTTL-too-long",
+        credential(tokenTTL="48h"),
+        "spec.tokenTTL",
+        "tokenTTL must be between 30s and 24h, not 48h",
+    ),
+    Invalid("lifetime-zero", credential(lifetime="0s"), "spec.lifetime", "lifetime must be longer than zero"),
+    Invalid("lifetime-negative", credential(lifetime="-720h"), "spec.lifetime", "lifetime must be a duration such as"),
+    Invalid(
+        "gracePeriod-equal-to-period",
+        credential(rotation={"period": "48h", "gracePeriod": "48h"}),
+        "spec.rotation.gracePeriod",
+        "rotation.gracePeriod (48h) must be shorter than rotation.period (48h)",
+    ),
+    Invalid(
+        "period-shorter-than-default-gracePeriod",
+        credential(rotation={"period": "12h"}),
+        "spec.rotation.gracePeriod",
+        "rotation.gracePeriod (24h) must be shorter than rotation.period (12h); gracePeriod defaults to 24h",
+    ),
+    Invalid(
+        "gracePeriod-zero",
+        credential(rotation={"gracePeriod": "0s"}),
+        "spec.rotation.gracePeriod",
+        "rotation.gracePeriod must be longer than zero",
+    ),
+    Invalid(
+        "period-longer-than-a-year",
+        credential(rotation={"period": "9000h"}),
+        "spec.rotation.period",
+        "rotation.period must be between 1m and 8760h (one year), not 9000h",
+    ),
+    Invalid(
+        "period-not-a-duration",
+        credential(rotation={"period": "30 days"}),
+        "spec.rotation.period",
+        "rotation.period must be a duration such as",
+    ),
+    Invalid(
+        "secretName-not-a-dns-name",
+        credential(secretName="CI_Credentials"),
+        "spec.secretName",
+        "secretName must be a valid Secret name (a DNS subdomain)",
+    ),
+    Invalid(
+        "secretTemplate-reserved-label",
+        credential(secretTemplate={"labels": {"credward.io/credential": "other"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels may not use the reserved credward.io/ prefix"
+        " (credward sets those itself): credward.io/credential",
+    ),
+    Invalid(
+        "secretTemplate-reserved-annotation-subdomain",
+        credential(secretTemplate={"annotations": {"rotation.credward.io/pause": "true"}}),
+        "spec.secretTemplate.annotations",
+        "secretTemplate.annotations may not use the reserved credward.io/ prefix"
+        " (credward sets those itself): rotation.credward.io/pause",
+    ),
+    Invalid(
+        "secretTemplate-managed-by-label",
+        credential(secretTemplate={"labels": {"app.kubernetes.io/managed-by": "helm"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels may not set app.kubernetes.io/managed-by",
+    ),
+    Invalid(
+        "audiences-duplicate",
+        credential(audiences=["https://store.example.org", "https://store.example.org"]),
+        "spec.audiences[1]",
+        'Duplicate value: "https://store.example.org"',
+    ),
+    Invalid(
+        "audience-empty",
+        credential(audiences=[""]),
+        "spec.audiences[0]",
+        "each audience must be a non-empty string without spaces",
+    ),
+    Invalid(
+        "group-without-leading-slash",
+        credential(groups=["ci/builders"]),
+        "spec.groups[0]",
+        "each group must be a path such as '/ci/builders'",
+    ),
+    Invalid("groups-duplicate", credential(groups=["/ci", "/ci"]), "spec.groups", "groups must be unique"),
+    Invalid(
+        "name-too-long-for-the-default-secretName",
+        credential(name="a" * 242),
+        "<nil>",
+        "metadata.name is too long to derive the default Secret name '<name>-credentials'",
+    ),
+    Invalid(
+        "unknown-field",
+        credential(tokenTtl="5m"),
+        None,
+        'unknown field "spec.tokenTtl"',
+    ),
+    # --- RoleBinding (credward.io) ---------------------------------------------------------------
+    Invalid(
+        "grant-verb",
+        binding(permissions=permissions((["grant"], ["store"]))),
+        "spec.permissions[0].verbs[0]",
+        "service accounts can never hold Grant: verb 'grant' is not allowed",
+    ),
+    Invalid(
+        "grant-among-other-verbs",
+        binding(permissions=permissions((["read", "write"], ["store"]), (["read", "grant"], ["store", "builds"]))),
+        "spec.permissions[1].verbs[1]",
+        "service accounts can never hold Grant: verb 'grant' is not allowed",
+    ),
+    Invalid(
+        "unknown-verb",
+        binding(permissions=permissions((["delete"], ["store"]))),
+        "spec.permissions[0].verbs[0]",
+        "verb 'delete' is not allowed: verbs may only be 'read' or 'write'",
+    ),
+    Invalid(
+        "no-verbs",
+        binding(permissions=permissions(([], ["store"]))),
+        "spec.permissions[0].verbs",
+        "verbs must name at least one of 'read' or 'write'",
+    ),
+    Invalid(
+        "empty-path",
+        binding(permissions=permissions((["read"], []))),
+        "spec.permissions[0].path",
+        "path must have at least one part",
+    ),
+    Invalid(
+        "empty-path-part",
+        binding(permissions=permissions((["read"], ["store", "", "builds"]))),
+        "spec.permissions[0].path[1]",
+        "path parts must not be empty",
+    ),
+    Invalid(
+        "path-part-with-slash",
+        binding(permissions=permissions((["write"], ["store/builds"]))),
+        "spec.permissions[0].path[0]",
+        "path parts may contain only letters, digits, '.', '_', '~' and '-', or be exactly '*'",
+    ),
+    Invalid(
+        "path-part-dot-dot",
+        binding(permissions=permissions((["read"], ["store", ".."]))),
+        "spec.permissions[0].path[1]",
+        "path parts must not be '.' or '..'",
+    ),
+    Invalid(
+        "serviceAccount-missing", binding(serviceAccount=None), "spec.serviceAccount", "Required value", blocking=True
+    ),
+    Invalid(
+        "serviceAccount-not-a-name",
+        binding(serviceAccount="CI Pipeline"),
+        "spec.serviceAccount",
+        "serviceAccount must be the name of a ServiceAccountCredential",
+    ),
+    Invalid(
+        "nothing-granted",
+        binding(roles=None, permissions=None),
+        "spec",
+        "a RoleBinding must give at least one role or one permission",
+    ),
+    Invalid(
+        "role-name-with-space",
+        binding(roles=["build er"]),
+        "spec.roles[0]",
+        "role names must start with a letter or digit",
+    ),
+    Invalid("roles-duplicate", binding(roles=["builder", "builder"]), "spec.roles[1]", 'Duplicate value: "builder"'),
+]
+
+VALID = {
+    "credential-minimal": credential(),
+    "tokenTTL-lower-bound": credential(tokenTTL="30s"),
+    "tokenTTL-upper-bound": credential(tokenTTL="24h"),
+    "tokenTTL-compound": credential(tokenTTL="1h30m"),
+    "tokenTTL-fractional": credential(tokenTTL="1.5h"),
+    "short-rotation": credential(rotation={"period": "1m", "gracePeriod": "30s"}),
+    "gracePeriod-just-under-period": credential(rotation={"period": "720h", "gracePeriod": "719h59m"}),
+    "everything-set": credential(
+        description="Builds main",
+        lifetime="2160h",
+        audiences=["https://store.example.org", "urn:example:builds"],
+        groups=["/ci/builders", "/ci"],
+        secretName="ci.pipeline-credentials",
+        secretTemplate={
+            "labels": {"team.example.org/owner": "platform", "credward.example.org/x": "y"},
+            "annotations": {"example.org/credward.io": "not reserved: only the prefix is"},
+        },
+        revoked=True,
+    ),
+    "name-at-the-default-secretName-limit": credential(name="a" * 241),
+    "long-name-with-secretName": credential(name="a" * 250, secretName="ci"),
+    "binding-roles-only": binding(permissions=None),
+    "binding-permissions-only": binding(roles=None),
+    "binding-wildcard-path": binding(permissions=permissions((["read", "write"], ["*"]))),
+}
+
+
+def kubectl_create(plane: ControlPlane, namespace: str, obj: Obj, *, dry_run: bool = True) -> tuple[int, str]:
+    args = ["create", "-n", namespace, "-f", "-", "-o", "name"]
+    if dry_run:
+        args.append("--dry-run=server")
+    proc = plane.kubectl(*args, input=json.dumps(obj), check=False)
+    return proc.returncode, proc.stderr.strip()
+
+
+@pytest.mark.parametrize("case", INVALID, ids=[c.id for c in INVALID])
+def test_invalid_object_is_refused_with_its_message(control_plane: ControlPlane, namespace: str, case: Invalid) -> None:
+    returncode, stderr = kubectl_create(control_plane, namespace, case.obj)
+    assert returncode != 0, f"the API server accepted {case.id}"
+    assert case.message in stderr
+    if case.field is not None:
+        assert f"{case.field}: " in stderr, stderr
+    skipped = "some validation rules were not checked" in stderr
+    assert skipped == case.blocking, stderr
+    if not case.blocking:
+        # One mistake, one error: no unrelated rule fired.
+        assert "is invalid: [" not in stderr, stderr
+
+
+def test_there_are_at_least_15_invalid_cases_each_with_its_own_id() -> None:
+    assert len(INVALID) >= 15
+    assert len({c.id for c in INVALID}) == len(INVALID)
+
+
+@pytest.mark.parametrize("obj", VALID.values(), ids=VALID.keys())
+def test_valid_object_is_accepted(control_plane: ControlPlane, namespace: str, obj: Obj) -> None:
+    returncode, stderr = kubectl_create(control_plane, namespace, obj)
+    assert returncode == 0, stderr
+
+
+def example_files() -> list[Path]:
+    return sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_example_is_accepted(control_plane: ControlPlane, namespace: str, path: Path) -> None:
+    control_plane.kubectl("apply", "--server-side", "--field-manager=credward-tests", "-n", namespace, "-f", str(path))
+    got = control_plane.kubectl("get", "-n", namespace, "-f", str(path), "-o", "json")
+    items = json.loads(got.stdout).get("items") or [json.loads(got.stdout)]
+    for item in items:
+        model = CredentialSpec if item["kind"] == CREDENTIAL_KIND else RoleBindingSpec
+        model.model_validate(item["spec"])
+
+
+def test_examples_exist() -> None:
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in example_files()}
+    assert kinds == {CREDENTIAL_KIND, ROLEBINDING_KIND}
+
+
+# --- defaults ------------------------------------------------------------------------------------
+
+
+def get(plane: ControlPlane, namespace: str, resource: str, name: str) -> Obj:
+    obj: Obj = json.loads(plane.kubectl("get", resource, name, "-n", namespace, "-o", "json").stdout)
+    return obj
+
+
+def test_defaults_are_filled_in(control_plane: ControlPlane, namespace: str) -> None:
+    returncode, stderr = kubectl_create(control_plane, namespace, credential(), dry_run=False)
+    assert returncode == 0, stderr
+    spec = get(control_plane, namespace, SAC, "ci-pipeline")["spec"]
+    assert spec == {
+        "displayName": "CI pipeline",
+        "tokenTTL": "5m",
+        "rotation": {"period": "720h", "gracePeriod": "24h"},
+        "revoked": False,
+    }
+    # secretName has no constant default ("<name>-credentials"): the operator derives it.
+    assert CredentialSpec.model_validate(spec).effective_secret_name("ci-pipeline") == "ci-pipeline-credentials"
+
+
+def test_partial_rotation_gets_the_other_default(control_plane: ControlPlane, namespace: str) -> None:
+    returncode, stderr = kubectl_create(control_plane, namespace, credential(rotation={"period": "48h"}), dry_run=False)
+    assert returncode == 0, stderr
+    assert get(control_plane, namespace, SAC, "ci-pipeline")["spec"]["rotation"] == {
+        "period": "48h",
+        "gracePeriod": "24h",
+    }
+
+
+# --- immutable fields ----------------------------------------------------------------------------
+
+
+def patch(plane: ControlPlane, namespace: str, resource: str, name: str, spec: Obj) -> tuple[int, str]:
+    proc = plane.kubectl(
+        "patch", resource, name, "-n", namespace, "--type=merge", "-p", json.dumps({"spec": spec}), check=False
+    )
+    return proc.returncode, proc.stderr.strip()
+
+
+def create(plane: ControlPlane, namespace: str, obj: Obj) -> None:
+    returncode, stderr = kubectl_create(plane, namespace, obj, dry_run=False)
+    assert returncode == 0, stderr
+
+
+def test_secretName_cannot_change(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential(secretName="ci-secret"))
+    returncode, stderr = patch(control_plane, namespace, SAC, "ci-pipeline", {"secretName": "other-secret"})
+    assert returncode != 0
+    assert "spec.secretName: Forbidden: secretName is immutable" in stderr
+
+
+def test_secretName_cannot_be_removed_unless_it_is_the_default(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential(secretName="ci-secret"))
+    returncode, stderr = patch(control_plane, namespace, SAC, "ci-pipeline", {"secretName": None})
+    assert returncode != 0
+    assert "spec.secretName is immutable: it may only be added or removed if it equals the default" in stderr
+
+
+def test_secretName_cannot_be_added_later_with_another_name(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential())
+    returncode, stderr = patch(control_plane, namespace, SAC, "ci-pipeline", {"secretName": "other-secret"})
+    assert returncode != 0
+    assert "spec.secretName: Forbidden: spec.secretName is immutable" in stderr
+
+
+def test_secretName_may_spell_out_the_default(control_plane: ControlPlane, namespace: str) -> None:
+    """Adding or removing the default name changes nothing, so it is allowed (e.g. `kubectl apply` of a fuller file)."""
+    create(control_plane, namespace, credential())
+    assert patch(control_plane, namespace, SAC, "ci-pipeline", {"secretName": "ci-pipeline-credentials"}) == (0, "")
+    assert patch(control_plane, namespace, SAC, "ci-pipeline", {"secretName": None}) == (0, "")
+
+
+def test_mutable_fields_can_change(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential(secretName="ci-secret"))
+    changed = {"tokenTTL": "10m", "revoked": True, "rotation": {"period": "168h", "gracePeriod": "1h"}}
+    returncode, stderr = patch(control_plane, namespace, SAC, "ci-pipeline", changed)
+    assert returncode == 0, stderr
+    create(control_plane, namespace, binding())
+    returncode, stderr = patch(control_plane, namespace, CWRB, "ci-pipeline-store", {"roles": ["builder", "publisher"]})
+    assert returncode == 0, stderr
+
+
+def test_rolebinding_serviceAccount_cannot_change(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, binding())
+    returncode, stderr = patch(control_plane, namespace, CWRB, "ci-pipeline-store", {"serviceAccount": "nightly"})
+    assert returncode != 0
+    assert "spec.serviceAccount: Forbidden: serviceAccount is immutable" in stderr
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+CREDENTIAL_STATUS: Obj = {
+    "clientId": "2f0c8a8e-4f0e-4b8e-9a53-6f1f2b6f1c11",
+    "identity": "2f0c8a8e-4f0e-4b8e-9a53-6f1f2b6f1c11@clients.credward-security",
+    "secretName": "ci-pipeline-credentials",
+    "activeSecrets": [
+        {"id": "s-2", "createdAt": "2026-01-31T00:00:00Z"},
+        {"id": "s-1", "createdAt": "2026-01-01T00:00:00Z", "notAfter": "2026-02-01T00:00:00Z"},
+    ],
+    "lastRotationTime": "2026-01-31T00:00:00Z",
+    "nextRotationTime": "2026-03-02T00:00:00Z",
+    "expiresAt": "2027-01-01T00:00:00Z",
+    "observedGeneration": 1,
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "True",
+            "reason": "SecretReady",
+            "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "observedGeneration": 1,
+        },
+        {
+            "type": "Rotating",
+            "status": "True",
+            "reason": "GracePeriod",
+            "message": "s-1 retires soon",
+            "lastTransitionTime": "2026-01-31T00:00:00Z",
+        },
+    ],
+}
+
+
+def test_status_subresource_keeps_the_operators_status(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential())
+    control_plane.kubectl(
+        "patch",
+        SAC,
+        "ci-pipeline",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": CREDENTIAL_STATUS}),
+    )
+    status = get(control_plane, namespace, SAC, "ci-pipeline")["status"]
+    assert status == CREDENTIAL_STATUS, "the schema pruned or changed part of the status"
+    CredentialStatus.model_validate(status)
+
+    table = control_plane.kubectl("get", "sacred", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "CLIENT", "ID", "SECRET", "NEXT", "ROTATION", "AGE"]
+    assert table[1].split()[:5] == [
+        "ci-pipeline",
+        "True",
+        CREDENTIAL_STATUS["clientId"],
+        "ci-pipeline-credentials",
+        "2026-03-02T00:00:00Z",
+    ]
+
+
+def test_rolebinding_status_and_columns(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, binding())
+    status = {
+        "observedGeneration": 1,
+        "conditions": [
+            {
+                "type": "Synced",
+                "status": "False",
+                "reason": "ServiceUnavailable",
+                "message": "retrying",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+    control_plane.kubectl(
+        "patch",
+        CWRB,
+        "ci-pipeline-store",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    assert get(control_plane, namespace, CWRB, "ci-pipeline-store")["status"] == status
+    RoleBindingStatus.model_validate(status)
+    table = control_plane.kubectl("get", "cwrb", "-n", namespace).stdout.splitlines()
+    assert table[0].split() == ["NAME", "SERVICE", "ACCOUNT", "SYNCED", "AGE"]
+    assert table[1].split()[:3] == ["ci-pipeline-store", "ci-pipeline", "False"]
+
+
+def test_category_lists_both_kinds_and_all_does_not(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential())
+    create(control_plane, namespace, binding())
+    names = control_plane.kubectl("get", "credward", "-n", namespace, "-o", "name").stdout.split()
+    assert sorted(names) == [f"rolebinding.{GROUP}/ci-pipeline-store", f"serviceaccountcredential.{GROUP}/ci-pipeline"]
+    everything = control_plane.kubectl("get", "all", "-n", namespace, "-o", "name").stdout
+    assert GROUP not in everything
+
+
+# --- kubectl explain -----------------------------------------------------------------------------
+
+
+def explain(plane: ControlPlane, *args: str) -> str:
+    """`kubectl explain`, retried: the API server publishes a new CRD's OpenAPI a moment after Established."""
+    deadline = time.monotonic() + 60
+    while True:
+        proc = plane.kubectl("explain", *args, check=False)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            assert proc.returncode == 0, proc.stderr
+            return " ".join(proc.stdout.split())  # explain wraps long descriptions
+        time.sleep(0.5)
+
+
+def test_explain_shows_descriptions(control_plane: ControlPlane) -> None:
+    rotation = explain(control_plane, "serviceaccountcredentials.spec.rotation")
+    assert "How long the previous secret keeps working after a rotation" in rotation
+    assert "default 720h" in rotation
+    top = explain(control_plane, "sacred")
+    assert "gives a machine" in top
+    permissions = explain(control_plane, "rolebindings.spec.permissions", f"--api-version={API_VERSION}")
+    assert "read:/store/artifacts/*" in permissions
+    verbs = explain(control_plane, "rolebindings.spec.permissions.verbs", f"--api-version={API_VERSION}")
+    assert "can never give permissions to others" in verbs
