@@ -7,7 +7,6 @@ from pinned Go modules) and session-scoped; each test gets a fresh namespace.
 from __future__ import annotations
 
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,13 @@ from pathlib import Path
 import pytest
 
 from credward.devcluster import ControlPlane
+from credward.devcluster.processes import ChildProcess, operator_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
 EXAMPLES_DIR = REPO_ROOT / "examples"
+# Where Secrets say tokens come from in operator tests that do not need a live service.
+SECURITY_BASE_URL = "http://credward-security.test:9000"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,5 +66,11 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload,no-any-return]
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChildProcess]:
+    """``credward operator run`` against the control plane, as user credward-operator (see the audit log)."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    with operator_process(control_plane, security_base_url=SECURITY_BASE_URL, log_path=log_path) as proc:
+        yield proc

@@ -368,7 +368,7 @@ class ControlPlane:
                 f"--cert-dir={self.pki_dir / 'kcm'}",
                 f"--service-account-private-key-file={self.pki_dir / 'sa.key'}",
                 f"--root-ca-file={self.pki_dir / 'ca.crt'}",
-                "--use-service-account-credentials=false",
+                "--use-service-account-credentials=true",  # each controller gets its RBAC role, as in a real cluster
                 "--concurrent-gc-syncs=5",
                 "--v=1",
             ],

@@ -42,6 +42,7 @@ class Kube:
     """Typed wrapper over the API calls credward makes; one instance per operator."""
 
     def __init__(self, api: client.ApiClient, field_manager: str) -> None:
+        self._api = api
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._field_manager = field_manager
@@ -66,12 +67,12 @@ class Kube:
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            resp = await self._core.read_namespaced_secret(name, namespace, _preload_content=False)
-            obj: dict[str, Any] = await resp.json()
+            secret = await self._core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise _transient(exc, f"reading Secret {namespace}/{name}") from None
+        obj: dict[str, Any] = self._api.sanitize_for_serialization(secret)
         return obj
 
     async def apply_secret(self, manifest: dict[str, Any]) -> None:
