@@ -1,0 +1,123 @@
+"""Pure conversions between the model and stored values, shared by both backends.
+
+An account's secrets and role mappings are small lists that are always replaced
+whole and never queried by their contents, so they are stored as JSON beside the
+account: the token endpoint then reads one row (one round trip) per request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from credward.security.model import Permission, RoleMapping, SecretRecord
+
+_SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def to_utc(value: datetime) -> datetime:
+    """An aware UTC datetime; a naive one is taken to be UTC already (never local time)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def optional_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else to_utc(value)
+
+
+def time_to_text(value: datetime | None) -> str | None:
+    """Fixed-width UTC text, so SQLite compares times correctly as strings."""
+    return None if value is None else to_utc(value).strftime(_SQLITE_TIME_FORMAT)
+
+
+def time_from_text(value: str | None) -> datetime | None:
+    return None if value is None else datetime.strptime(value, _SQLITE_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def secrets_to_json(secrets: Sequence[SecretRecord]) -> str:
+    return json.dumps(
+        [{"id": s.id, "hash": s.hash, "not_after": time_to_text(s.not_after)} for s in secrets],
+        separators=(",", ":"),
+    )
+
+
+def secrets_from_json(text: str) -> tuple[SecretRecord, ...]:
+    items: list[dict[str, Any]] = json.loads(text)
+    return tuple(
+        SecretRecord(id=str(i["id"]), hash=str(i["hash"]), not_after=time_from_text(i.get("not_after"))) for i in items
+    )
+
+
+def mappings_to_json(mappings: Sequence[RoleMapping]) -> str:
+    return json.dumps(
+        [
+            {
+                "name": m.name,
+                "roles": list(m.roles),
+                "permissions": [{"verbs": list(p.verbs), "path": list(p.path)} for p in m.permissions],
+            }
+            for m in mappings
+        ],
+        separators=(",", ":"),
+    )
+
+
+def mappings_from_json(text: str | None) -> tuple[RoleMapping, ...]:
+    """Decode stored mappings; ``None`` (no row yet) means none."""
+    if text is None:
+        return ()
+    items: list[dict[str, Any]] = json.loads(text)
+    return tuple(
+        RoleMapping(
+            name=str(i["name"]),
+            roles=tuple(str(r) for r in i.get("roles", ())),
+            permissions=tuple(
+                Permission(verbs=tuple(str(v) for v in p["verbs"]), path=tuple(str(x) for x in p["path"]))
+                for p in i.get("permissions", ())
+            ),
+        )
+        for i in items
+    )
+
+
+def strings_to_json(values: Sequence[str]) -> str:
+    return json.dumps(list(values), separators=(",", ":"))
+
+
+def strings_from_json(text: str) -> tuple[str, ...]:
+    return tuple(str(v) for v in json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
+class StoreURL:
+    """A parsed store URL: which backend, and its file path or DSN."""
+
+    backend: str  # "sqlite" or "postgres"
+    target: str  # file path for sqlite, the DSN itself for postgres
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Read ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``postgresql://...``.
+
+    Raises ValueError naming what is wrong, so a bad setting fails at startup.
+    """
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        prefix = "sqlite:///"
+        if not url.lower().startswith(prefix) or len(url) == len(prefix):
+            raise ValueError(
+                f"store URL {url!r}: expected sqlite:///<path to a file> (four slashes for an absolute path)"
+            )
+        path = url[len(prefix) :].split("?", 1)[0]
+        if path == ":memory:":
+            raise ValueError(f"store URL {url!r}: the store must be a file so it survives restarts")
+        return StoreURL("sqlite", str(Path(path)))
+    if scheme in {"postgresql", "postgres"}:
+        return StoreURL("postgres", url)
+    raise ValueError(f"store URL {url!r}: unknown scheme {scheme!r}; use sqlite:///<path> or postgresql://...")

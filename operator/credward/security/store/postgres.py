@@ -1,0 +1,266 @@
+"""PostgreSQL backend, for several replicas of the service sharing one database.
+
+Concurrency, by design:
+
+* Migrations run in one transaction under a transaction-scoped advisory lock,
+  so replicas starting together apply each migration exactly once.
+* Every write that appends to the revocation feed first takes another advisory
+  lock, held until commit. Cursors come from an identity column, so they are
+  unique and increasing; the lock also makes them *commit* in cursor order, so a
+  reader that has seen cursor N can never later find a smaller cursor appear
+  (which would be skipped by ``since=N``). Gaps (rolled-back inserts, purged
+  entries) are harmless: readers only ask for "greater than".
+* Accounts and role mappings are single-statement upserts (``ON CONFLICT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, RoleMapping
+from credward.security.store import codec
+from credward.security.store.migrations import SCHEMA_VERSION_POSTGRES, pending
+
+# Advisory lock keys: arbitrary constants, namespaced by their high bits ("cw" = credward).
+MIGRATION_LOCK_KEY = 0x6377_0000_0001
+FEED_LOCK_KEY = 0x6377_0000_0002
+
+_ACCOUNT_SELECT = """
+SELECT a.client_id, a.identity, a.display_name, a.namespace, a.name, a.status, a.expires_at,
+       a.audiences, a.token_ttl_seconds, a.groups, a.secrets, a.updated_at, m.mappings
+FROM accounts AS a LEFT JOIN role_mappings AS m ON m.client_id = a.client_id
+WHERE a.client_id = $1
+"""
+
+
+def _event(row: Any) -> RevocationEvent:
+    return RevocationEvent(
+        cursor=int(row["cursor"]),
+        kind=RevocationKind(row["kind"]),
+        subject=row["subject"],
+        client_id=row["client_id"],
+        revoked_at=codec.to_utc(row["revoked_at"]),
+        expires_at=codec.optional_utc(row["expires_at"]),
+    )
+
+
+class PostgresStore:
+    """The ``Store`` on a PostgreSQL database, through an asyncpg connection pool (opened on first use)."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float = 30.0) -> None:
+        self.dsn = dsn
+        self._pool_args: dict[str, Any] = {
+            "min_size": min_size,
+            "max_size": max_size,
+            "command_timeout": command_timeout,
+        }
+        self._pool: Any = None  # asyncpg.Pool; asyncpg ships no type hints
+        self._open_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        await self._get_pool()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _get_pool(self) -> Any:
+        if self._pool is None:
+            async with self._open_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(self.dsn, **self._pool_args)
+        return self._pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def migrate(self) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute(SCHEMA_VERSION_POSTGRES)
+            applied = [int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")]
+            for migration in pending(applied):
+                for statement in migration.postgres:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
+                )
+
+    async def schema_versions(self) -> list[int]:
+        """Applied migration numbers (for tests and diagnostics)."""
+        pool = await self._get_pool()
+        return [int(r["version"]) for r in await pool.fetch("SELECT version FROM schema_version ORDER BY version")]
+
+    async def ping(self) -> None:
+        pool = await self._get_pool()
+        await pool.fetchval("SELECT 1 FROM schema_version LIMIT 1")
+
+    async def get_account(self, client_id: str) -> Account | None:
+        pool = await self._get_pool()
+        row = await pool.fetchrow(_ACCOUNT_SELECT, client_id)
+        if row is None:
+            return None
+        return Account(
+            client_id=row["client_id"],
+            identity=row["identity"],
+            display_name=row["display_name"],
+            namespace=row["namespace"],
+            name=row["name"],
+            status=AccountStatus(row["status"]),
+            expires_at=codec.optional_utc(row["expires_at"]),
+            audiences=codec.strings_from_json(row["audiences"]),
+            token_ttl_seconds=int(row["token_ttl_seconds"]),
+            groups=codec.strings_from_json(row["groups"]),
+            secrets=codec.secrets_from_json(row["secrets"]),
+            role_mappings=codec.mappings_from_json(row["mappings"]),
+            updated_at=codec.optional_utc(row["updated_at"]),
+        )
+
+    async def put_account(self, account: Account) -> None:
+        pool = await self._get_pool()
+        await pool.execute(
+            """
+            INSERT INTO accounts (client_id, identity, display_name, namespace, name, status, expires_at,
+                                  audiences, token_ttl_seconds, groups, secrets, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10::jsonb, $11::jsonb, $12)
+            ON CONFLICT (client_id) DO UPDATE SET
+                identity = excluded.identity, display_name = excluded.display_name,
+                namespace = excluded.namespace, name = excluded.name, status = excluded.status,
+                expires_at = excluded.expires_at, audiences = excluded.audiences,
+                token_ttl_seconds = excluded.token_ttl_seconds, groups = excluded.groups,
+                secrets = excluded.secrets, updated_at = excluded.updated_at
+            """,
+            account.client_id,
+            account.identity,
+            account.display_name,
+            account.namespace,
+            account.name,
+            account.status.value,
+            codec.optional_utc(account.expires_at),
+            codec.strings_to_json(account.audiences),
+            account.token_ttl_seconds,
+            codec.strings_to_json(account.groups),
+            codec.secrets_to_json(account.secrets),
+            codec.to_utc(account.updated_at or datetime.now(UTC)),
+        )
+
+    async def set_role_mappings(self, client_id: str, mappings: tuple[RoleMapping, ...]) -> None:
+        """Replace the account's mappings; accepted before the account exists, so push order does not matter."""
+        pool = await self._get_pool()
+        await pool.execute(
+            """
+            INSERT INTO role_mappings (client_id, mappings, updated_at) VALUES ($1, $2::jsonb, now())
+            ON CONFLICT (client_id) DO UPDATE SET mappings = excluded.mappings, updated_at = excluded.updated_at
+            """,
+            client_id,
+            codec.mappings_to_json(mappings),
+        )
+
+    async def delete_account(self, client_id: str) -> bool:
+        """Delete the account and its role mappings (feed entries stay: validators still need them)."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            deleted = await conn.fetchval("DELETE FROM accounts WHERE client_id = $1 RETURNING 1", client_id)
+            await conn.execute("DELETE FROM role_mappings WHERE client_id = $1", client_id)
+        return deleted is not None
+
+    @staticmethod
+    async def _latest_event(conn: Any, kind: RevocationKind, subject: str) -> RevocationEvent | None:
+        row = await conn.fetchrow(
+            "SELECT cursor, kind, subject, client_id, revoked_at, expires_at FROM revocations"
+            " WHERE kind = $1 AND subject = $2 ORDER BY cursor DESC LIMIT 1",
+            kind.value,
+            subject,
+        )
+        return None if row is None else _event(row)
+
+    @staticmethod
+    async def _append_event(
+        conn: Any, kind: RevocationKind, subject: str, client_id: str, at: datetime, expires_at: datetime | None
+    ) -> RevocationEvent:
+        row = await conn.fetchrow(
+            "INSERT INTO revocations (kind, subject, client_id, revoked_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING cursor, kind, subject, client_id, revoked_at, expires_at",
+            kind.value,
+            subject,
+            client_id,
+            codec.to_utc(at),
+            codec.optional_utc(expires_at),
+        )
+        return _event(row)
+
+    async def revoke_account(self, client_id: str, at: datetime) -> RevocationEvent:
+        """Idempotent: revoking an already revoked (or unknown) account returns its existing feed entry."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
+            status = await conn.fetchval("SELECT status FROM accounts WHERE client_id = $1 FOR UPDATE", client_id)
+            already = status is None or status == AccountStatus.REVOKED.value
+            event = await self._latest_event(conn, RevocationKind.ACCOUNT, client_id) if already else None
+            if event is None:
+                await conn.execute(
+                    "UPDATE accounts SET status = $2, updated_at = $3 WHERE client_id = $1",
+                    client_id,
+                    AccountStatus.REVOKED.value,
+                    codec.to_utc(at),
+                )
+                event = await self._append_event(conn, RevocationKind.ACCOUNT, client_id, client_id, at, None)
+        return event
+
+    async def revoke_token(self, jti: str, client_id: str, expires_at: datetime, at: datetime) -> RevocationEvent:
+        """Idempotent: revoking the same token twice returns the first feed entry (RFC 7009 §2.2)."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
+            known = await conn.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti)
+            event = await self._latest_event(conn, RevocationKind.TOKEN, jti) if known is not None else None
+            if event is None:
+                event = await self._append_event(conn, RevocationKind.TOKEN, jti, client_id, at, expires_at)
+                await conn.execute(
+                    """
+                    INSERT INTO revoked_tokens (jti, client_id, expires_at, revoked_at, cursor)
+                    VALUES ($1, $2, $3, $4, $5)
+                    ON CONFLICT (jti) DO UPDATE SET cursor = excluded.cursor, expires_at = excluded.expires_at
+                    """,
+                    jti,
+                    client_id,
+                    codec.to_utc(expires_at),
+                    codec.to_utc(at),
+                    event.cursor,
+                )
+        return event
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        pool = await self._get_pool()
+        return await pool.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti) is not None
+
+    async def revocations_since(self, cursor: int, limit: int = 500) -> list[RevocationEvent]:
+        pool = await self._get_pool()
+        rows = await pool.fetch(
+            "SELECT cursor, kind, subject, client_id, revoked_at, expires_at FROM revocations"
+            " WHERE cursor > $1 ORDER BY cursor LIMIT $2",
+            cursor,
+            limit,
+        )
+        return [_event(r) for r in rows]
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Forget revoked tokens and feed entries past their expiry; readers tolerate the gaps this leaves."""
+        pool = await self._get_pool()
+        cutoff = codec.to_utc(now)
+        async with pool.acquire() as conn, conn.transaction():
+            tokens = await conn.fetch("DELETE FROM revoked_tokens WHERE expires_at < $1 RETURNING 1", cutoff)
+            events = await conn.fetch(
+                "DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1", cutoff
+            )
+        return len(tokens) + len(events)
