@@ -7,6 +7,7 @@ sent with ``--dry-run=server``: admission runs in full, nothing is stored.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,35 +476,61 @@ CREDENTIAL_STATUS: Obj = {
 }
 
 
-def test_status_subresource_keeps_the_operators_status(control_plane: ControlPlane, namespace: str) -> None:
+def patch_status(plane: ControlPlane, namespace: str, resource: str, name: str, status: Obj, *, dry_run: bool) -> Obj:
+    """Merge-patch the status subresource; return the object the API server produced."""
+    args = ["patch", resource, name, "-n", namespace, "--subresource=status", "--type=merge", "-o", "json"]
+    if dry_run:
+        args.append("--dry-run=server")
+    obj: Obj = json.loads(plane.kubectl(*args, "-p", json.dumps({"status": status})).stdout)
+    return obj
+
+
+def table_and_object(plane: ControlPlane, namespace: str, resource: str, name: str) -> tuple[dict[str, str], Obj]:
+    """``kubectl get`` as a table row (by column name) and the object it shows, read consistently.
+
+    An operator may be running in the same session (its fixture is session-scoped) and write status at
+    any time, so the row is only trusted if the object did not change while it was read.
+    """
+    for _ in range(20):
+        before = get(plane, namespace, resource, name)
+        header, row = plane.kubectl("get", resource, name, "-n", namespace).stdout.splitlines()
+        after = get(plane, namespace, resource, name)
+        if before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]:
+            # Columns are separated by at least two spaces; a column name may contain one ("CLIENT ID").
+            starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]
+            bounds = zip(starts, [*starts[1:], None], strict=True)
+            cells = [(header[a:b].strip(), row[a:b].strip()) for a, b in bounds]
+            return dict(cells), after
+    raise AssertionError(f"{resource}/{name} kept changing while it was read")
+
+
+def condition_status(obj: Obj, type_: str) -> str:
+    conditions = obj.get("status", {}).get("conditions", [])
+    return next((c["status"] for c in conditions if c["type"] == type_), "")
+
+
+def test_status_schema_keeps_a_full_status(control_plane: ControlPlane, namespace: str) -> None:
+    """Every status field the operator writes survives the schema (nothing pruned) and parses as the model."""
     create(control_plane, namespace, credential())
-    control_plane.kubectl(
-        "patch",
-        SAC,
-        "ci-pipeline",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": CREDENTIAL_STATUS}),
-    )
-    status = get(control_plane, namespace, SAC, "ci-pipeline")["status"]
-    assert status == CREDENTIAL_STATUS, "the schema pruned or changed part of the status"
-    CredentialStatus.model_validate(status)
-
-    table = control_plane.kubectl("get", "sacred", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "READY", "CLIENT", "ID", "SECRET", "NEXT", "ROTATION", "AGE"]
-    assert table[1].split()[:5] == [
-        "ci-pipeline",
-        "True",
-        CREDENTIAL_STATUS["clientId"],
-        "ci-pipeline-credentials",
-        "2026-03-02T00:00:00Z",
-    ]
+    obj = patch_status(control_plane, namespace, SAC, "ci-pipeline", CREDENTIAL_STATUS, dry_run=True)
+    assert obj["status"] == CREDENTIAL_STATUS, "the schema pruned or changed part of the status"
+    CredentialStatus.model_validate(obj["status"])
 
 
-def test_rolebinding_status_and_columns(control_plane: ControlPlane, namespace: str) -> None:
+def test_credential_printer_columns(control_plane: ControlPlane, namespace: str) -> None:
+    create(control_plane, namespace, credential())
+    patch_status(control_plane, namespace, SAC, "ci-pipeline", CREDENTIAL_STATUS, dry_run=False)
+    row, obj = table_and_object(control_plane, namespace, "sacred", "ci-pipeline")
+    status = obj.get("status", {})
+    assert list(row) == ["NAME", "READY", "CLIENT ID", "SECRET", "NEXT ROTATION", "AGE"]
+    assert row["NAME"] == "ci-pipeline"
+    assert row["READY"] == (condition_status(obj, "Ready") or "<none>")
+    assert row["CLIENT ID"] == status.get("clientId", "<none>")
+    assert row["SECRET"] == status.get("secretName", "<none>")
+    assert row["NEXT ROTATION"] == status.get("nextRotationTime", "<none>")
+
+
+def test_rolebinding_status_and_printer_columns(control_plane: ControlPlane, namespace: str) -> None:
     create(control_plane, namespace, binding())
     status = {
         "observedGeneration": 1,
@@ -517,22 +544,15 @@ def test_rolebinding_status_and_columns(control_plane: ControlPlane, namespace: 
             }
         ],
     }
-    control_plane.kubectl(
-        "patch",
-        CWRB,
-        "ci-pipeline-store",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
-    assert get(control_plane, namespace, CWRB, "ci-pipeline-store")["status"] == status
-    RoleBindingStatus.model_validate(status)
-    table = control_plane.kubectl("get", "cwrb", "-n", namespace).stdout.splitlines()
-    assert table[0].split() == ["NAME", "SERVICE", "ACCOUNT", "SYNCED", "AGE"]
-    assert table[1].split()[:3] == ["ci-pipeline-store", "ci-pipeline", "False"]
+    obj = patch_status(control_plane, namespace, CWRB, "ci-pipeline-store", status, dry_run=True)
+    assert obj["status"] == status
+    RoleBindingStatus.model_validate(obj["status"])
+
+    patch_status(control_plane, namespace, CWRB, "ci-pipeline-store", status, dry_run=False)
+    row, obj = table_and_object(control_plane, namespace, "cwrb", "ci-pipeline-store")
+    assert list(row) == ["NAME", "SERVICE ACCOUNT", "SYNCED", "AGE"]
+    assert (row["NAME"], row["SERVICE ACCOUNT"]) == ("ci-pipeline-store", "ci-pipeline")
+    assert row["SYNCED"] == (condition_status(obj, "Synced") or "<none>")
 
 
 def test_category_lists_both_kinds_and_all_does_not(control_plane: ControlPlane, namespace: str) -> None:
