@@ -41,13 +41,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 @pytest.fixture(scope="session")
 def crds(control_plane: ControlPlane) -> list[str]:
     """Apply crds/*.yaml (server-side) and wait until each CRD is Established; return their names."""
-    names = []
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        control_plane.kubectl("apply", "--server-side", "--field-manager=credward-tests", "-f", str(path))
-        names.append(path.name.removesuffix(".yaml"))
-    for name in names:
-        control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
-    return names
+    return control_plane.install_crds(CRD_DIR)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import logging
 import signal
 import sys
@@ -24,7 +22,9 @@ REPO_ROOT = Path.cwd()
 def register(sub: Any) -> None:
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    build = dev_sub.add_parser("build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl")
+    build = dev_sub.add_parser(
+        "build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl"
+    )
     build.set_defaults(func=_build)
     up = dev_sub.add_parser("up", help="start the control plane with credward's CRDs and wait (Ctrl-C stops it)")
     up.add_argument("--state-dir", type=Path, default=Path(".credward/dev"))
@@ -54,12 +54,6 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def install_crds(plane: ControlPlane, crd_dir: Path) -> None:
-    for path in sorted(crd_dir.glob("*.yaml")):
-        plane.kubectl("apply", "--server-side", "--field-manager=credward", "-f", str(path))
-    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=credward")
-
-
 def _wait_forever() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -73,22 +67,13 @@ def _up(args: argparse.Namespace) -> int:
     _logging()
     try:
         with ControlPlane(args.state_dir) as plane:
-            install_crds(plane, REPO_ROOT / "crds")
+            plane.install_crds(REPO_ROOT / "crds")
             print(f"\ncontrol plane ready at {plane.server}\n  export KUBECONFIG={plane.kubeconfig}\n(Ctrl-C stops it)")
             _wait_forever()
     except ControlPlaneError as exc:
         log.error("%s", exc)
         return 1
     return 0
-
-
-def secret_summary(secret: dict[str, Any]) -> dict[str, Any]:
-    """What a person may see of a credward Secret: its keys, and the values of the non-secret ones."""
-    data = secret.get("data") or {}
-    shown = {}
-    for key, value in sorted(data.items()):
-        shown[key] = "<hidden>" if key == "client-secret" else base64.b64decode(value).decode()
-    return {"name": secret["metadata"]["name"], "keys": shown}
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -100,7 +85,3 @@ def _demo(args: argparse.Namespace) -> int:
     except ControlPlaneError as exc:
         log.error("%s", exc)
         return 1
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=True)

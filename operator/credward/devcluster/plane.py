@@ -186,6 +186,16 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
+    def install_crds(self, crd_dir: Path) -> list[str]:
+        """Server-side apply every ``*.yaml`` in ``crd_dir``; wait until each CRD is Established."""
+        names = []
+        for path in sorted(crd_dir.glob("*.yaml")):
+            self.kubectl("apply", "--server-side", "--field-manager=credward", "-f", str(path))
+            names.append(path.name.removesuffix(".yaml"))
+        for name in names:
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}")
+        return names
+
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig for a client-certificate identity ``user`` in ``groups`` (for RBAC and audit tests)."""
         ca = self._require_ca()

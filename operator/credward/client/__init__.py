@@ -1,0 +1,1 @@
+"""What workloads and resource servers import: a self-renewing token authorizer and a token validator."""
