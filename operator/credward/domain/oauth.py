@@ -52,7 +52,10 @@ def parse_form(body: bytes, content_type: str | None) -> dict[str, list[str]]:
         raise InvalidRequest("the request body is too large")
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS, errors="strict")
+        if "%" in text or "+" in text or text.count("&") >= _MAX_FIELDS:
+            pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=_MAX_FIELDS, errors="strict")
+        else:  # nothing to unescape: the same pairs parse_qsl would give, several times faster
+            pairs = [(k, v) for k, _, v in (p.partition("=") for p in text.split("&") if p)]
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest("the request body is not valid form data") from None
     form: dict[str, list[str]] = {}
@@ -83,7 +86,7 @@ def parse_basic(authorization: str) -> ClientCredentials:
     raw_id, sep, raw_secret = decoded.partition(":")
     if not sep:
         raise InvalidClient("malformed basic credentials")
-    client_id, client_secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+    client_id, client_secret = _unquote(raw_id), _unquote(raw_secret)
     _check_credentials(client_id, client_secret)
     return ClientCredentials(client_id, client_secret, AuthMethod.BASIC)
 
@@ -129,6 +132,10 @@ def requested_audiences(form: dict[str, list[str]]) -> tuple[str, ...]:
             raise InvalidTarget("resource must be an absolute URI without a fragment")
     audiences = [a for a in form.get("audience", ()) if a]
     return tuple(dict.fromkeys([*resources, *audiences]))
+
+
+def _unquote(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
 
 
 def _check_credentials(client_id: str, client_secret: str) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from credward.domain.claims import ClaimsTemplate
 from credward.domain.scopes import Scope, ScopeProfile, render_permissions
 from credward.security.model import Account, AccountStatus
 from credward.security.store.base import Store
@@ -29,6 +30,10 @@ class ClientEntry:
     expires_at: float | None
     held_scopes: tuple[Scope, ...]
     roles: tuple[str, ...]
+    # (scope param, requested audiences) -> serialized static claims; lives as long as the entry
+    templates: dict[tuple[str | None, tuple[str, ...], str], tuple[ClaimsTemplate, str]] = field(
+        default_factory=dict, compare=False
+    )
 
     @classmethod
     def from_account(cls, account: Account, profile: ScopeProfile) -> ClientEntry:

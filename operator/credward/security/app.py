@@ -318,6 +318,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            c.oauth.audit.flush()
             await c.admin_auth.close()
             await c.store.close()
 

@@ -118,8 +118,12 @@ class Signer:
         self._sign = _signer_function(key)
 
     def sign(self, claims: dict[str, Any]) -> str:
-        signing_input = self._header_segment + b64url(json.dumps(claims, separators=(",", ":")).encode())
-        return (signing_input + b"." + b64url(self._sign(signing_input))).decode("ascii")
+        return self.sign_payload(json.dumps(claims, separators=(",", ":")).encode()).decode("ascii")
+
+    def sign_payload(self, payload: bytes) -> bytes:
+        """Compact JWS of an already serialized claim set."""
+        signing_input = self._header_segment + b64url(payload)
+        return signing_input + b"." + b64url(self._sign(signing_input))
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,16 @@ from typing import Any
 
 import jwt
 
-from credward.domain.claims import build_claims, choose_audience, token_lifetime
-from credward.domain.oauth import ClientCredentials, client_credentials, parse_form, parse_token_request, single
-from credward.domain.scopes import ScopeProfile, downscope, parse_scope_param, render_scopes
+from credward.domain.claims import ClaimsTemplate, build_claims, choose_audience, token_lifetime
+from credward.domain.oauth import (
+    ClientCredentials,
+    TokenRequest,
+    client_credentials,
+    parse_form,
+    parse_token_request,
+    single,
+)
+from credward.domain.scopes import ScopeProfile, downscope, parse_scope_param
 from credward.domain.secrets import hash_secret
 from credward.domain.throttle import FailureThrottle
 from credward.errors import AuthError, InvalidClient, InvalidRequest, Throttled, UnauthorizedClient
@@ -33,6 +40,8 @@ from credward.security.settings import Settings
 from credward.security.store.base import Store
 
 log = logging.getLogger(__name__)
+
+_MAX_TEMPLATES = 64
 
 JSON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"application/json"),
@@ -91,6 +100,7 @@ class OAuthService:
         self._profile: ScopeProfile = settings.scope_profile
         self.client_throttle = FailureThrottle(settings.throttle_client_failures, settings.throttle_window)
         self.ip_throttle = FailureThrottle(settings.throttle_ip_failures, settings.throttle_window)
+        self.audit = audit.AuditLog()
 
     # -- client authentication -------------------------------------------------------------
 
@@ -111,12 +121,45 @@ class OAuthService:
 
     # -- token endpoint ----------------------------------------------------------------------
 
+    def _template(self, entry: ClientEntry, request: TokenRequest) -> tuple[ClaimsTemplate, str]:
+        """Down-scope and pick the audience once per (client, scope, audience); the result is cached on the entry.
+
+        Returns the claims template and the static tail of the audit line.
+        """
+        method = request.credentials.method.value
+        key = (request.scope, request.audiences, method)
+        cached = entry.templates.get(key)
+        if cached is not None:
+            return cached
+        requested = parse_scope_param(self._profile, request.scope) if request.scope is not None else None
+        scopes = downscope(entry.held_scopes, requested)
+        account = entry.account
+        audience = choose_audience(self._profile, account.audiences, request.audiences)
+        grant = build_claims(
+            profile=self._profile,
+            issuer=self.settings.issuer,
+            subject=account.identity,
+            client_id=account.client_id,
+            audience=audience,
+            scopes=scopes,
+            roles=entry.roles,
+            groups=account.groups,
+            now=0,
+            lifetime=1,
+            jti="",
+        )
+        if len(entry.templates) >= _MAX_TEMPLATES:
+            entry.templates.clear()
+        audit_tail = self.audit.issued_static(account.client_id, grant.scope, audience, method)
+        entry.templates[key] = result = (ClaimsTemplate(grant), audit_tail)
+        return result
+
     async def token(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
+        """RFC 6749 §4.4. The hot path: no store access (cached entry) and no per-token JSON encoding."""
         started = time.perf_counter()
         now = self._clock()
         client_id: str | None = None
         entry: ClientEntry | None = None
-        scope: str | None = None
         try:
             self._check_throttle(ip, self.ip_throttle, now)
             try:
@@ -127,38 +170,17 @@ class OAuthService:
                 raise
             client_id = request.credentials.client_id
             entry = await self._authenticate(request.credentials, ip, now)
-            requested = parse_scope_param(self._profile, request.scope) if request.scope is not None else None
-            scopes = downscope(entry.held_scopes, requested)
-            scope = render_scopes(scopes)
-            account = entry.account
-            audience = choose_audience(self._profile, account.audiences, request.audiences)
+            template, audit_tail = self._template(entry, request)
             whole_now = int(now)
             expires = int(entry.expires_at) if entry.expires_at is not None else None
-            lifetime = token_lifetime(whole_now, account.token_ttl_seconds, self.settings.max_token_ttl, expires)
-            grant = build_claims(
-                profile=self._profile,
-                issuer=self.settings.issuer,
-                subject=account.identity,
-                client_id=account.client_id,
-                audience=audience,
-                scopes=scopes,
-                roles=entry.roles,
-                groups=account.groups,
-                now=whole_now,
-                lifetime=lifetime,
-                jti=secrets.token_urlsafe(16),
-            )
-            token = self.keyring.keyset.signer.sign(grant.claims)
+            lifetime = token_lifetime(whole_now, entry.account.token_ttl_seconds, self.settings.max_token_ttl, expires)
+            jti = secrets.token_urlsafe(16)
+            token = self.keyring.keyset.signer.sign_payload(template.render(whole_now, lifetime, jti))
         except AuthError as exc:
             self.metrics.deny(exc.error)
             self.metrics.latency.observe(time.perf_counter() - started)
-            audit.emit(
-                "token",
-                "denied",
-                reason=exc.error,
-                ip=ip,
-                scope=scope,
-                **audit.client_label(client_id, entry is not None),
+            self.audit.emit(
+                "token", "denied", reason=exc.error, ip=ip, **audit.client_label(client_id, entry is not None)
             )
             return error_reply(exc)
         except Exception:
@@ -167,19 +189,9 @@ class OAuthService:
             return UNAVAILABLE
         self.metrics.issued.inc()
         self.metrics.latency.observe(time.perf_counter() - started)
-        audit.emit(
-            "token",
-            "issued",
-            client_id=account.client_id,
-            jti=grant.claims["jti"],
-            scope=grant.scope,
-            aud=audience,
-            exp=grant.claims["exp"],
-            method=request.credentials.method.value,
-            ip=ip,
-        )
-        payload = {"access_token": token, "token_type": "Bearer", "expires_in": grant.expires_in, "scope": grant.scope}
-        return Reply(200, json.dumps(payload, separators=(",", ":")).encode())
+        self.audit.issued(jti, whole_now + lifetime, ip, audit_tail)
+        body = b'{"access_token":"' + token + b'","token_type":"Bearer","expires_in":' + str(lifetime).encode()
+        return Reply(200, body + template.response_tail)
 
     # -- introspection (RFC 7662) and revocation (RFC 7009) ----------------------------------
 
@@ -223,7 +235,7 @@ class OAuthService:
         except Exception:
             log.exception("introspection failed")
             return UNAVAILABLE
-        audit.emit("introspect", "active", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
+        self.audit.emit("introspect", "active", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
         keep = ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "roles", "wlcg.groups")
         return json_reply(200, {"active": True, "token_type": "Bearer", **{k: claims[k] for k in keep if k in claims}})
 
@@ -250,5 +262,5 @@ class OAuthService:
             return UNAVAILABLE
         self.metrics.revocations.labels(kind="token").inc()
         self.feed.notify(event.cursor)
-        audit.emit("revoke", "revoked", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
+        self.audit.emit("revoke", "revoked", client_id=caller.account.client_id, jti=claims["jti"], ip=ip)
         return Reply(200, b"")
