@@ -1,0 +1,312 @@
+"""The ``Store`` contract, run against both real backends (a SQLite file and a real PostgreSQL).
+
+Every test gets a fresh, migrated database through the ``store`` fixture, once
+per backend; tests that need a second connection (another replica, a restart)
+open one on the same ``store_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from credward.security.model import (
+    Account,
+    AccountStatus,
+    Permission,
+    RevocationKind,
+    RoleMapping,
+    SecretRecord,
+)
+from credward.security.store import Store, open_store
+from credward.security.store.migrations import MIGRATIONS
+from credward.security.store.postgres import PostgresStore
+from credward.security.store.sqlite import SQLiteStore
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 22, 12, 0, 0, 123456, tzinfo=UTC)
+ALL_VERSIONS = [m.version for m in MIGRATIONS]
+
+
+def account(client_id: str = "c-1", **changes: object) -> Account:
+    base = Account(
+        client_id=client_id,
+        identity=f"{client_id}@clients.issuer.test",
+        display_name="Nightly backup",
+        namespace="team-a",
+        name="backup",
+        status=AccountStatus.ACTIVE,
+        expires_at=NOW + timedelta(days=30),
+        audiences=("https://storage.test", "https://queue.test"),
+        token_ttl_seconds=600,
+        groups=("/team-a/backup", "/team-a"),
+        secrets=(
+            SecretRecord(id="a1b2c3d4", hash="0" * 64, not_after=NOW + timedelta(hours=24)),
+            SecretRecord(id="e5f6a7b8", hash="f" * 64, not_after=None),
+        ),
+        updated_at=NOW,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+MAPPINGS = (
+    RoleMapping(
+        name="backup-writer",
+        roles=("writer", "backup"),
+        permissions=(
+            Permission(verbs=("read", "write"), path=("data", "team-a", "*")),
+            Permission(verbs=("read",), path=("logs",)),
+        ),
+    ),
+    RoleMapping(name="empty"),
+)
+
+
+async def schema_versions(store: Store) -> list[int]:
+    assert isinstance(store, SQLiteStore | PostgresStore)
+    return await store.schema_versions()
+
+
+async def test_round_trip_account_with_secrets_and_role_mappings(store: Store) -> None:
+    await store.put_account(account())
+    await store.set_role_mappings("c-1", MAPPINGS)
+    assert await store.get_account("c-1") == account(role_mappings=MAPPINGS)
+
+
+async def test_unknown_account_is_none(store: Store) -> None:
+    assert await store.get_account("nobody") is None
+
+
+async def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
+    cet = timezone(timedelta(hours=1))
+    await store.put_account(account(expires_at=datetime(2027, 1, 1, 13, 0, tzinfo=cet)))
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.expires_at is not None
+    assert got.expires_at == datetime(2027, 1, 1, 12, 0, tzinfo=UTC)
+    assert got.expires_at.utcoffset() == timedelta(0)
+
+
+async def test_put_account_stamps_updated_at_when_missing(store: Store) -> None:
+    before = datetime.now(UTC)
+    await store.put_account(account(updated_at=None))
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.updated_at is not None
+    assert before - timedelta(seconds=1) <= got.updated_at <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+async def test_put_account_replaces_everything_but_role_mappings(store: Store) -> None:
+    await store.put_account(account())
+    await store.set_role_mappings("c-1", MAPPINGS)
+    rotated = account(
+        display_name="Renamed",
+        audiences=("https://other.test",),
+        groups=(),
+        secrets=(SecretRecord(id="99999999", hash="1" * 64),),
+        status=AccountStatus.DISABLED,
+        expires_at=None,
+        token_ttl_seconds=60,
+    )
+    await store.put_account(rotated)
+    assert await store.get_account("c-1") == replace(rotated, role_mappings=MAPPINGS)
+
+
+async def test_set_role_mappings_replaces_the_whole_set(store: Store) -> None:
+    await store.put_account(account())
+    await store.set_role_mappings("c-1", MAPPINGS)
+    only = (RoleMapping(name="reader", roles=("reader",), permissions=(Permission(("read",), ("data",)),)),)
+    await store.set_role_mappings("c-1", only)
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.role_mappings == only
+    await store.set_role_mappings("c-1", ())
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.role_mappings == ()
+
+
+async def test_role_mappings_pushed_before_the_account_apply_once_it_exists(store: Store) -> None:
+    await store.set_role_mappings("c-1", MAPPINGS)
+    assert await store.get_account("c-1") is None
+    await store.put_account(account())
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.role_mappings == MAPPINGS
+
+
+async def test_delete_account_removes_it_and_its_role_mappings(store: Store) -> None:
+    await store.put_account(account())
+    await store.put_account(account("c-2"))
+    await store.set_role_mappings("c-1", MAPPINGS)
+    assert await store.delete_account("c-1") is True
+    assert await store.get_account("c-1") is None
+    assert await store.delete_account("c-1") is False
+    assert await store.get_account("c-2") == account("c-2")
+    await store.put_account(account())
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.role_mappings == ()
+
+
+async def test_revoke_account_marks_it_and_appends_one_feed_entry(store: Store) -> None:
+    await store.put_account(account())
+    event = await store.revoke_account("c-1", NOW)
+    assert (event.kind, event.subject, event.client_id, event.revoked_at) == (
+        RevocationKind.ACCOUNT,
+        "c-1",
+        "c-1",
+        NOW,
+    )
+    got = await store.get_account("c-1")
+    assert got is not None
+    assert got.status is AccountStatus.REVOKED
+    again = await store.revoke_account("c-1", NOW + timedelta(minutes=1))
+    assert again == event
+    assert await store.revocations_since(0) == [event]
+
+
+async def test_revoking_again_after_reactivation_appends_a_new_entry(store: Store) -> None:
+    await store.put_account(account())
+    first = await store.revoke_account("c-1", NOW)
+    await store.put_account(account(status=AccountStatus.ACTIVE))
+    second = await store.revoke_account("c-1", NOW + timedelta(hours=1))
+    assert second.cursor > first.cursor
+    assert await store.revocations_since(0) == [first, second]
+
+
+async def test_revoking_an_unknown_account_still_reaches_the_feed(store: Store) -> None:
+    event = await store.revoke_account("ghost", NOW)
+    assert await store.get_account("ghost") is None
+    assert await store.revocations_since(0) == [event]
+    assert await store.revoke_account("ghost", NOW) == event
+
+
+async def test_revoke_token(store: Store) -> None:
+    expires = NOW + timedelta(minutes=5)
+    assert await store.is_token_revoked("jti-1") is False
+    event = await store.revoke_token("jti-1", "c-1", expires, NOW)
+    assert (event.kind, event.subject, event.client_id, event.revoked_at, event.expires_at) == (
+        RevocationKind.TOKEN,
+        "jti-1",
+        "c-1",
+        NOW,
+        expires,
+    )
+    assert await store.is_token_revoked("jti-1") is True
+    assert await store.is_token_revoked("jti-2") is False
+    assert await store.revoke_token("jti-1", "c-1", expires, NOW + timedelta(seconds=5)) == event
+    assert await store.revocations_since(0) == [event]
+
+
+async def test_feed_is_ordered_and_resumes_after_a_cursor(store: Store) -> None:
+    await store.put_account(account())
+    events = [
+        await store.revoke_token("jti-a", "c-1", NOW + timedelta(minutes=5), NOW),
+        await store.revoke_account("c-1", NOW),
+        await store.revoke_token("jti-b", "c-1", NOW + timedelta(minutes=5), NOW),
+        await store.revoke_token("jti-c", "c-2", NOW + timedelta(minutes=5), NOW),
+    ]
+    cursors = [e.cursor for e in events]
+    assert cursors == sorted(cursors)
+    assert len(set(cursors)) == len(cursors)
+    assert await store.revocations_since(0) == events
+    assert await store.revocations_since(events[1].cursor) == events[2:]
+    assert await store.revocations_since(events[-1].cursor) == []
+    assert await store.revocations_since(0, limit=2) == events[:2]
+    assert await store.revocations_since(-1) == events
+
+
+async def test_concurrent_writers_get_distinct_increasing_cursors(store: Store, store_url: str) -> None:
+    """Two stores on one database stand for two replicas; a reader following the feed must miss nothing."""
+    other = open_store(store_url)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def follow() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            batch = await store.revocations_since(cursor)
+            seen.extend(e.cursor for e in batch)
+            if batch:
+                cursor = batch[-1].cursor
+            elif finished:
+                return
+            await asyncio.sleep(0)
+
+    try:
+        reader = asyncio.create_task(follow())
+        writes = [
+            (store if i % 2 else other).revoke_token(f"jti-{i}", "c-1", NOW + timedelta(minutes=5), NOW)
+            for i in range(60)
+        ]
+        events = await asyncio.gather(*writes)
+        done.set()
+        await asyncio.wait_for(reader, 30)
+    finally:
+        await other.close()
+    cursors = [e.cursor for e in events]
+    assert len(set(cursors)) == len(cursors)
+    feed = await store.revocations_since(0)
+    assert [e.cursor for e in feed] == sorted(cursors)
+    assert {e.subject for e in feed} == {f"jti-{i}" for i in range(60)}
+    assert seen == sorted(cursors), "a reader following the feed skipped or repeated an entry"
+
+
+async def test_migrate_twice_is_a_no_op(store: Store) -> None:
+    await store.put_account(account())
+    await store.migrate()
+    await store.migrate()
+    assert await schema_versions(store) == ALL_VERSIONS
+    assert await store.get_account("c-1") == account()
+
+
+async def test_replicas_migrating_at_once_apply_each_migration_once(store_url: str) -> None:
+    replicas = [open_store(store_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(r.migrate() for r in replicas))
+        for r in replicas:
+            assert await schema_versions(r) == ALL_VERSIONS
+            await r.ping()
+    finally:
+        for r in replicas:
+            await r.close()
+
+
+async def test_data_survives_reopening(store: Store, store_url: str) -> None:
+    await store.put_account(account())
+    await store.set_role_mappings("c-1", MAPPINGS)
+    event = await store.revoke_token("jti-1", "c-1", NOW + timedelta(minutes=5), NOW)
+    await store.close()
+    reopened = open_store(store_url)
+    try:
+        await reopened.migrate()
+        assert await reopened.get_account("c-1") == account(role_mappings=MAPPINGS)
+        assert await reopened.is_token_revoked("jti-1") is True
+        assert await reopened.revocations_since(0) == [event]
+        later = await reopened.revoke_token("jti-2", "c-1", NOW + timedelta(minutes=5), NOW)
+        assert later.cursor > event.cursor
+    finally:
+        await reopened.close()
+
+
+async def test_purge_forgets_expired_revocations_and_leaves_a_tolerable_gap(store: Store) -> None:
+    assert isinstance(store, SQLiteStore | PostgresStore)
+    old = await store.revoke_token("old", "c-1", NOW - timedelta(minutes=1), NOW - timedelta(minutes=6))
+    account_event = await store.revoke_account("c-1", NOW)
+    fresh = await store.revoke_token("fresh", "c-1", NOW + timedelta(minutes=5), NOW)
+    assert await store.purge_expired(NOW) == 2  # the old token's row and its feed entry
+    assert await store.is_token_revoked("old") is False
+    assert await store.is_token_revoked("fresh") is True
+    assert await store.revocations_since(0) == [account_event, fresh]
+    newer = await store.revoke_token("newer", "c-1", NOW + timedelta(minutes=5), NOW)
+    assert newer.cursor > fresh.cursor > old.cursor
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()
