@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.e2e

@@ -8,11 +8,11 @@ import time
 from typing import Any
 
 import pytest
+from tests.conftest import SECURITY_BASE_URL
+from tests.support.kube import apply, condition, events_for, get, wait_for
 
 from credward.devcluster import ControlPlane
 from credward.devcluster.processes import OPERATOR_USER, ChildProcess
-from tests.conftest import SECURITY_BASE_URL
-from tests.support.kube import apply, condition, events_for, get, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -189,7 +189,8 @@ def test_foreign_secret_is_a_conflict_and_never_written() -> None:
     assert "never overwrites" in ready.message
     assert [e.reason for e in plan.events] == ["SecretConflict"]
     again = run(spec(), status_of(plan), foreign)
-    assert again.writes == 0 and again.events == ()
+    assert again.writes == 0
+    assert again.events == ()
 
 
 def test_status_lost_is_rebuilt_from_secret_annotations() -> None:

@@ -29,7 +29,7 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
 
 @pytest.mark.parametrize("text", ["", "5", "h", "5d", "-5m", "1h-30m", "0s", " 5m"])
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(InvalidDuration, match="duration|longer than zero"):
+    with pytest.raises(InvalidDuration, match=r"duration|longer than zero"):
         parse_duration(text)
 
 
