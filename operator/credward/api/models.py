@@ -9,15 +9,20 @@ API server has already pruned them.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 from credward.domain.durations import parse_duration
+from credward.domain.timefmt import to_rfc3339
 
 DEFAULT_TOKEN_TTL = "5m"
 DEFAULT_ROTATION_PERIOD = "720h"
 DEFAULT_GRACE_PERIOD = "24h"
+
+
+# Kubernetes timestamps: RFC 3339, UTC, whole seconds, ``Z``.
+Timestamp = Annotated[datetime, PlainSerializer(to_rfc3339, return_type=str, when_used="json")]
 
 
 class _Model(BaseModel):
@@ -72,8 +77,8 @@ class ActiveSecret(_Model):
     """One live secret of an account: its public id and times, never its value."""
 
     id: str
-    created_at: datetime = Field(alias="createdAt")
-    not_after: datetime | None = Field(None, alias="notAfter")
+    created_at: Timestamp = Field(alias="createdAt")
+    not_after: Timestamp | None = Field(None, alias="notAfter")
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]
@@ -86,7 +91,7 @@ class Condition(_Model):
     status: ConditionStatus
     reason: str
     message: str = ""
-    last_transition_time: datetime = Field(alias="lastTransitionTime")
+    last_transition_time: Timestamp = Field(alias="lastTransitionTime")
     observed_generation: int | None = Field(None, alias="observedGeneration")
 
 
@@ -97,9 +102,9 @@ class CredentialStatus(_Model):
     identity: str | None = None
     secret_name: str | None = Field(None, alias="secretName")
     active_secrets: tuple[ActiveSecret, ...] = Field((), alias="activeSecrets")
-    last_rotation_time: datetime | None = Field(None, alias="lastRotationTime")
-    next_rotation_time: datetime | None = Field(None, alias="nextRotationTime")
-    expires_at: datetime | None = Field(None, alias="expiresAt")
+    last_rotation_time: Timestamp | None = Field(None, alias="lastRotationTime")
+    next_rotation_time: Timestamp | None = Field(None, alias="nextRotationTime")
+    expires_at: Timestamp | None = Field(None, alias="expiresAt")
     observed_generation: int | None = Field(None, alias="observedGeneration")
     conditions: tuple[Condition, ...] = ()
 

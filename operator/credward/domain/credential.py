@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -142,7 +142,6 @@ class Plan:
     status: dict[str, Any] | None = None
     events: tuple[Event, ...] = ()
     requeue_after: timedelta = DEFAULT_RESYNC
-    new_secret_id: str | None = field(default=None)
 
     @property
     def writes(self) -> int:
@@ -229,7 +228,6 @@ def decide(
         status=write_status,
         events=tuple(events),
         requeue_after=max(min(wake), timedelta(seconds=1)),
-        new_secret_id=secret_record.id if why_new is not None else None,
     )
 
 
@@ -391,34 +389,4 @@ def _drifted(observed: ObservedSecret, desired: Mapping[str, Any]) -> bool:
 def status_document(status: CredentialStatus) -> dict[str, Any]:
     """The status as the CRD stores it (camelCase, RFC 3339 times, unset fields omitted)."""
     doc: dict[str, Any] = status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    for key in ("lastRotationTime", "nextRotationTime", "expiresAt"):
-        if key in doc:
-            doc[key] = to_rfc3339(getattr(status, _snake(key)))
-    doc["activeSecrets"] = [
-        {
-            k: v
-            for k, v in {
-                "id": s.id,
-                "createdAt": to_rfc3339(s.created_at),
-                "notAfter": to_rfc3339(s.not_after) if s.not_after else None,
-            }.items()
-            if v is not None
-        }
-        for s in status.active_secrets
-    ]
-    doc["conditions"] = [
-        {
-            "type": c.type,
-            "status": c.status,
-            "reason": c.reason,
-            "message": c.message,
-            "lastTransitionTime": to_rfc3339(c.last_transition_time),
-            **({"observedGeneration": c.observed_generation} if c.observed_generation is not None else {}),
-        }
-        for c in status.conditions
-    ]
-    return {k: v for k, v in doc.items() if v not in ([], None)}
-
-
-def _snake(camel: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return {k: v for k, v in doc.items() if v != []}
