@@ -84,10 +84,16 @@ def read_hash_key(path: Path, dev_mode: bool) -> bytes:
     return key
 
 
+# Libraries that log query parameters at DEBUG; a parameter can be client input (a pasted secret).
+_QUIET_AT_DEBUG = ("aiosqlite", "asyncpg", "httpcore", "httpx", "hpack")
+
+
 def configure_logging(level: str) -> None:
-    """Audit lines (JSON) go to stdout, everything else to stderr."""
+    """Audit lines (JSON) go to stdout, everything else to stderr; libraries never log at DEBUG."""
     root = logging.getLogger()
     root.setLevel(level)
+    for name in _QUIET_AT_DEBUG:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     err = logging.StreamHandler(sys.stderr)
     err.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(err)

@@ -28,7 +28,7 @@ from credward.domain.oauth import (
     single,
 )
 from credward.domain.scopes import ScopeProfile, downscope, parse_scope_param
-from credward.domain.secrets import hash_secret
+from credward.domain.secrets import SECRET_PREFIX, hash_secret
 from credward.domain.throttle import FailureThrottle
 from credward.errors import AuthError, InvalidClient, InvalidRequest, Throttled, UnauthorizedClient
 from credward.security import audit
@@ -111,7 +111,8 @@ class OAuthService:
 
     async def _authenticate(self, creds: ClientCredentials, ip: str, now: float) -> ClientEntry:
         self._check_throttle(creds.client_id, self.client_throttle, now)
-        entry = await self.accounts.get(creds.client_id)
+        # A client id that looks like a secret (fields swapped) is never looked up, so it reaches no store or log.
+        entry = None if creds.client_id.startswith(SECRET_PREFIX) else await self.accounts.get(creds.client_id)
         presented = hash_secret(self._hash_key, creds.client_secret)
         if entry is None or not entry.secret_matches(presented, now) or not entry.usable(now):
             self.client_throttle.record_failure(creds.client_id, now)
