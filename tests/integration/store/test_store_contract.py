@@ -22,6 +22,7 @@ from credward.security.model import (
     SecretRecord,
 )
 from credward.security.store import Store, open_store
+from credward.security.store.codec import UnstorableText
 from credward.security.store.migrations import MIGRATIONS
 from credward.security.store.postgres import PostgresStore
 from credward.security.store.sqlite import SQLiteStore
@@ -310,3 +311,20 @@ async def test_purge_forgets_expired_revocations_and_leaves_a_tolerable_gap(stor
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+async def test_nul_characters_are_refused_on_write_and_never_found(store: Store) -> None:
+    """PostgreSQL text cannot hold NUL; both backends refuse it alike, and lookups by such keys find nothing."""
+    for bad in (account("c\x00"), account(display_name="a\x00b"), account(groups=("/g\x00",))):
+        with pytest.raises(UnstorableText):
+            await store.put_account(bad)
+    with pytest.raises(UnstorableText, match="role_mappings"):
+        await store.set_role_mappings("c-1", (RoleMapping(name="r", roles=("x\x00",)),))
+    with pytest.raises(UnstorableText, match="jti"):
+        await store.revoke_token("j\x00", "c-1", NOW, NOW)
+    with pytest.raises(UnstorableText, match="client_id"):
+        await store.revoke_account("c\x00", NOW)
+    assert await store.get_account("c\x00") is None
+    assert await store.is_token_revoked("j\x00") is False
+    assert await store.delete_account("c\x00") is False
+    assert await store.revocations_since(0) == []

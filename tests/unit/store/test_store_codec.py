@@ -112,3 +112,11 @@ def test_a_database_newer_than_the_code_is_refused() -> None:
 def test_a_broken_migration_list_is_refused(migrations: list[Migration]) -> None:
     with pytest.raises(ValueError, match="migration"):
         check_sequence(migrations)
+
+
+def test_nul_is_not_storable_and_the_error_names_the_field() -> None:
+    assert codec.storable("client-1")
+    assert not codec.storable("client\x00")
+    codec.check_storable(a="x", b=("y", "z"))
+    with pytest.raises(codec.UnstorableText, match="groups"):
+        codec.check_storable(name="ok", groups=("/a", "/b\x00"))

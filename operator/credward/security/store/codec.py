@@ -15,9 +15,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from credward.security.model import Permission, RoleMapping, SecretRecord
+from credward.security.model import Account, Permission, RoleMapping, SecretRecord
 
 _SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class UnstorableText(ValueError):
+    """A text value holds a NUL character, which PostgreSQL text and jsonb cannot store.
+
+    Both backends refuse it on write (so they behave alike), and a lookup by such
+    a key simply finds nothing: no stored key can contain NUL. Callers that take
+    values from a request should reject NUL before they reach the store (-> 400).
+    """
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be a stored key: lookups by other keys find nothing without asking the database."""
+    return "\x00" not in text
+
+
+def check_storable(**values: str | Sequence[str]) -> None:
+    """Raise :class:`UnstorableText` naming the first field that holds a NUL character."""
+    for name, value in values.items():
+        items = [value] if isinstance(value, str) else value
+        if any("\x00" in item for item in items):
+            raise UnstorableText(f"{name} contains a NUL character, which cannot be stored")
 
 
 def to_utc(value: datetime) -> datetime:
@@ -38,6 +60,31 @@ def time_to_text(value: datetime | None) -> str | None:
 
 def time_from_text(value: str | None) -> datetime | None:
     return None if value is None else datetime.strptime(value, _SQLITE_TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def check_account(account: Account) -> None:
+    """Every text of an account must be storable (see :class:`UnstorableText`)."""
+    check_storable(
+        client_id=account.client_id,
+        identity=account.identity,
+        display_name=account.display_name,
+        namespace=account.namespace,
+        name=account.name,
+        audiences=account.audiences,
+        groups=account.groups,
+        secrets=[part for s in account.secrets for part in (s.id, s.hash)],
+    )
+
+
+def check_mappings(client_id: str, mappings: Sequence[RoleMapping]) -> None:
+    check_storable(
+        client_id=client_id,
+        role_mappings=[
+            text
+            for m in mappings
+            for text in (m.name, *m.roles, *(part for p in m.permissions for part in (*p.verbs, *p.path)))
+        ],
+    )
 
 
 def secrets_to_json(secrets: Sequence[SecretRecord]) -> str:

@@ -106,6 +106,8 @@ class PostgresStore:
         await pool.fetchval("SELECT 1 FROM schema_version LIMIT 1")
 
     async def get_account(self, client_id: str) -> Account | None:
+        if not codec.storable(client_id):
+            return None
         pool = await self._get_pool()
         row = await pool.fetchrow(_ACCOUNT_SELECT, client_id)
         if row is None:
@@ -127,6 +129,7 @@ class PostgresStore:
         )
 
     async def put_account(self, account: Account) -> None:
+        codec.check_account(account)
         pool = await self._get_pool()
         await pool.execute(
             """
@@ -156,6 +159,7 @@ class PostgresStore:
 
     async def set_role_mappings(self, client_id: str, mappings: tuple[RoleMapping, ...]) -> None:
         """Replace the account's mappings; accepted before the account exists, so push order does not matter."""
+        codec.check_mappings(client_id, mappings)
         pool = await self._get_pool()
         await pool.execute(
             """
@@ -168,6 +172,8 @@ class PostgresStore:
 
     async def delete_account(self, client_id: str) -> bool:
         """Delete the account and its role mappings (feed entries stay: validators still need them)."""
+        if not codec.storable(client_id):
+            return False
         pool = await self._get_pool()
         async with pool.acquire() as conn, conn.transaction():
             deleted = await conn.fetchval("DELETE FROM accounts WHERE client_id = $1 RETURNING 1", client_id)
@@ -201,6 +207,7 @@ class PostgresStore:
 
     async def revoke_account(self, client_id: str, at: datetime) -> RevocationEvent:
         """Idempotent: revoking an already revoked (or unknown) account returns its existing feed entry."""
+        codec.check_storable(client_id=client_id)
         pool = await self._get_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
@@ -219,6 +226,7 @@ class PostgresStore:
 
     async def revoke_token(self, jti: str, client_id: str, expires_at: datetime, at: datetime) -> RevocationEvent:
         """Idempotent: revoking the same token twice returns the first feed entry (RFC 7009 §2.2)."""
+        codec.check_storable(jti=jti, client_id=client_id)
         pool = await self._get_pool()
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
@@ -241,6 +249,8 @@ class PostgresStore:
         return event
 
     async def is_token_revoked(self, jti: str) -> bool:
+        if not codec.storable(jti):
+            return False
         pool = await self._get_pool()
         return await pool.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti) is not None
 

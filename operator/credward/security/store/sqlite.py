@@ -143,6 +143,8 @@ class SQLiteStore:
             await cur.fetchone()
 
     async def get_account(self, client_id: str) -> Account | None:
+        if not codec.storable(client_id):
+            return None
         _, reader = await self._open()
         async with reader.execute(_ACCOUNT_SELECT, (client_id,)) as cur:
             row = await cur.fetchone()
@@ -180,6 +182,7 @@ class SQLiteStore:
         )
 
     async def put_account(self, account: Account) -> None:
+        codec.check_account(account)
         updated_at = codec.time_to_text(account.updated_at or datetime.now(UTC))
         async with self._transaction() as conn:
             await conn.execute_fetchall(
@@ -212,6 +215,7 @@ class SQLiteStore:
 
     async def set_role_mappings(self, client_id: str, mappings: tuple[RoleMapping, ...]) -> None:
         """Replace the account's mappings; accepted before the account exists, so push order does not matter."""
+        codec.check_mappings(client_id, mappings)
         async with self._transaction() as conn:
             await conn.execute_fetchall(
                 """
@@ -223,6 +227,8 @@ class SQLiteStore:
 
     async def delete_account(self, client_id: str) -> bool:
         """Delete the account and its role mappings (feed entries stay: validators still need them)."""
+        if not codec.storable(client_id):
+            return False
         async with self._transaction() as conn:
             async with conn.execute("DELETE FROM accounts WHERE client_id = ?", (client_id,)) as cur:
                 existed = cur.rowcount > 0
@@ -259,6 +265,7 @@ class SQLiteStore:
 
     async def revoke_account(self, client_id: str, at: datetime) -> RevocationEvent:
         """Idempotent: revoking an already revoked (or unknown) account returns its existing feed entry."""
+        codec.check_storable(client_id=client_id)
         async with self._transaction() as conn:
             async with conn.execute("SELECT status FROM accounts WHERE client_id = ?", (client_id,)) as cur:
                 row = await cur.fetchone()
@@ -274,6 +281,7 @@ class SQLiteStore:
 
     async def revoke_token(self, jti: str, client_id: str, expires_at: datetime, at: datetime) -> RevocationEvent:
         """Idempotent: revoking the same token twice returns the first feed entry (RFC 7009 §2.2)."""
+        codec.check_storable(jti=jti, client_id=client_id)
         async with self._transaction() as conn:
             async with conn.execute("SELECT cursor FROM revoked_tokens WHERE jti = ?", (jti,)) as cur:
                 known = await cur.fetchone() is not None
@@ -288,6 +296,8 @@ class SQLiteStore:
         return event
 
     async def is_token_revoked(self, jti: str) -> bool:
+        if not codec.storable(jti):
+            return False
         _, reader = await self._open()
         async with reader.execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)) as cur:
             return await cur.fetchone() is not None
