@@ -235,7 +235,7 @@ def test_restart_with_up_to_date_resources_makes_zero_writes(
     operator.start()
     # The restarted operator lists every credential and reconciles each; wait until it has.
     wait_for(
-        lambda: operator.log_path.read_text()[offset:].count("credential_event' succeeded") >= 3,
+        lambda: operator.log_path.read_text()[offset:].count("Handler 'credential' succeeded") >= 3,
         "the restarted operator to reconcile the existing credentials",
     )
     time.sleep(2)  # room for any write it would make after deciding

@@ -51,7 +51,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if kube_cm is not None:
             await kube_cm.__aexit__(None, None, None)
 
-    @kopf.on.event(GROUP, VERSION, CREDENTIAL_PLURAL, registry=registry)
+    @kopf.on.event(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential", registry=registry)
     async def credential_event(**kwargs: Any) -> None:
         controller: CredentialController = state["controller"]
         namespace, name = kwargs["namespace"], kwargs["name"]
@@ -60,7 +60,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             return
         await controller.reconcile(namespace, name)
 
-    @kopf.on.event("", "v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
+    @kopf.on.event("", "v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="owned-secret", registry=registry)
     async def owned_secret_event(**kwargs: Any) -> None:
         credential = kwargs["labels"].get(LABEL_CREDENTIAL)
         if credential and kwargs["type"] in ("MODIFIED", "DELETED"):
