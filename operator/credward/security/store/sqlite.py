@@ -73,7 +73,8 @@ class SQLiteStore:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await conn.execute_fetchall(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            await conn.execute_fetchall("PRAGMA synchronous = NORMAL")  # WAL: a crash loses at most the last commits
+            # FULL: an acknowledged revocation must survive a power loss; writes are rare (admin path), so it is cheap.
+            await conn.execute_fetchall("PRAGMA synchronous = FULL")
         except BaseException:
             await conn.close()
             raise
