@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -125,10 +125,8 @@ def raw_sign_rate(cpu: int, seconds: float, rounds: int = 3) -> dict[str, float]
             best_wall, best_cpu = max(best_wall, n / wall), max(best_cpu, n / used)
     finally:
         os.sched_setaffinity(0, before)
-        try:
+        with suppress(PermissionError):
             os.setpriority(os.PRIO_PROCESS, 0, priority)
-        except PermissionError:
-            pass
     return {"signs_per_s": round(best_wall), "signs_per_cpu_s": round(best_cpu)}
 
 
@@ -406,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(
-        f"\ntokens/s {peak['tokens_per_s']} (p50 {peak['p50_ms']} ms, p99 {peak['p99_ms']} ms at c={args.connections}); "
+        f"\ntokens/s {peak['tokens_per_s']} (p50 {peak['p50_ms']} ms, p99 {peak['p99_ms']} ms, c={args.connections}); "
         f"raw ES256 signs/s {sign['signs_per_s']}; ratio {ratio_wall:.2f} (per CPU-second {ratio_cpu:.2f}); "
         f"p99 at half load ({half_load['achieved_rate']}/s) {half_load['p99_ms']} ms -> {args.out}"
     )
