@@ -120,3 +120,17 @@ def test_nul_is_not_storable_and_the_error_names_the_field() -> None:
     codec.check_storable(a="x", b=("y", "z"))
     with pytest.raises(codec.UnstorableText, match="groups"):
         codec.check_storable(name="ok", groups=("/a", "/b\x00"))
+
+
+def test_open_store_picks_the_backend_from_the_url_without_connecting(tmp_path: Path) -> None:
+    from credward.security.store import open_store
+    from credward.security.store.postgres import PostgresStore
+    from credward.security.store.sqlite import SQLiteStore
+
+    lite = open_store(f"sqlite:///{tmp_path}/never-created.db")
+    assert isinstance(lite, SQLiteStore)
+    assert lite.path == tmp_path / "never-created.db"
+    assert not lite.path.exists()
+    assert isinstance(open_store("postgresql://nobody@127.0.0.1:1/none"), PostgresStore)
+    with pytest.raises(ValueError, match="unknown scheme"):
+        open_store("redis://localhost")

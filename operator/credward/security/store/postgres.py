@@ -11,20 +11,39 @@ Concurrency, by design:
   (which would be skipped by ``since=N``). Gaps (rolled-back inserts, purged
   entries) are harmless: readers only ask for "greater than".
 * Accounts and role mappings are single-statement upserts (``ON CONFLICT``).
+* Every operation but ``delete_account`` is idempotent, so when the database
+  drops a connection under it (failover, restart, ``pg_terminate_backend``)
+  it is retried on a fresh one instead of failing a token request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import asyncpg
 
 from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, RoleMapping
 from credward.security.store import codec
 from credward.security.store.migrations import SCHEMA_VERSION_POSTGRES, pending
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Errors meaning "this connection is gone", not "this statement is wrong". InternalClientError is what asyncpg
+# raises when the server's termination notice arrives while a statement is being sent.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
+)
+ATTEMPTS = 3
 
 # Advisory lock keys: arbitrary constants, namespaced by their high bits ("cw" = credward).
 MIGRATION_LOCK_KEY = 0x6377_0000_0001
@@ -83,9 +102,32 @@ class PostgresStore:
         if pool is not None:
             await pool.close()
 
-    async def migrate(self) -> None:
+    async def _retrying(self, op: Callable[[Any], Awaitable[T]]) -> T:
+        """Run an idempotent ``op(pool)``; if its connection died, run it again on a fresh one."""
         pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
+        for attempt in range(1, ATTEMPTS):
+            try:
+                return await op(pool)
+            except CONNECTION_LOST as exc:
+                log.warning("PostgreSQL connection lost (%s); retrying on a fresh connection", type(exc).__name__)
+                await asyncio.sleep(0.05 * attempt)
+        return await op(pool)
+
+    async def _query(self, method: str, query: str, *args: Any) -> Any:
+        """One statement (``fetch``, ``fetchrow``, ``fetchval`` or ``execute``) on a pooled connection, retried."""
+        return await self._retrying(lambda pool: getattr(pool, method)(query, *args))
+
+    async def _transaction(self, work: Callable[[Any], Awaitable[T]], *, retry: bool = True) -> T:
+        """``work(conn)`` in one transaction; retried as a whole unless ``retry`` is False (non-idempotent work)."""
+
+        async def run(pool: Any) -> T:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+
+        return await (self._retrying(run) if retry else run(await self._get_pool()))
+
+    async def migrate(self) -> None:
+        async def work(conn: Any) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
             await conn.execute(SCHEMA_VERSION_POSTGRES)
             applied = [int(r["version"]) for r in await conn.fetch("SELECT version FROM schema_version")]
@@ -96,20 +138,20 @@ class PostgresStore:
                     "INSERT INTO schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
                 )
 
+        await self._transaction(work)
+
     async def schema_versions(self) -> list[int]:
         """Applied migration numbers (for tests and diagnostics)."""
-        pool = await self._get_pool()
-        return [int(r["version"]) for r in await pool.fetch("SELECT version FROM schema_version ORDER BY version")]
+        rows = await self._query("fetch", "SELECT version FROM schema_version ORDER BY version")
+        return [int(r["version"]) for r in rows]
 
     async def ping(self) -> None:
-        pool = await self._get_pool()
-        await pool.fetchval("SELECT 1 FROM schema_version LIMIT 1")
+        await self._query("fetchval", "SELECT 1 FROM schema_version LIMIT 1")
 
     async def get_account(self, client_id: str) -> Account | None:
         if not codec.storable(client_id):
             return None
-        pool = await self._get_pool()
-        row = await pool.fetchrow(_ACCOUNT_SELECT, client_id)
+        row = await self._query("fetchrow", _ACCOUNT_SELECT, client_id)
         if row is None:
             return None
         return Account(
@@ -130,8 +172,8 @@ class PostgresStore:
 
     async def put_account(self, account: Account) -> None:
         codec.check_account(account)
-        pool = await self._get_pool()
-        await pool.execute(
+        await self._query(
+            "execute",
             """
             INSERT INTO accounts (client_id, identity, display_name, namespace, name, status, expires_at,
                                   audiences, token_ttl_seconds, groups, secrets, updated_at)
@@ -160,8 +202,8 @@ class PostgresStore:
     async def set_role_mappings(self, client_id: str, mappings: tuple[RoleMapping, ...]) -> None:
         """Replace the account's mappings; accepted before the account exists, so push order does not matter."""
         codec.check_mappings(client_id, mappings)
-        pool = await self._get_pool()
-        await pool.execute(
+        await self._query(
+            "execute",
             """
             INSERT INTO role_mappings (client_id, mappings, updated_at) VALUES ($1, $2::jsonb, now())
             ON CONFLICT (client_id) DO UPDATE SET mappings = excluded.mappings, updated_at = excluded.updated_at
@@ -174,11 +216,14 @@ class PostgresStore:
         """Delete the account and its role mappings (feed entries stay: validators still need them)."""
         if not codec.storable(client_id):
             return False
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Any) -> bool:
             deleted = await conn.fetchval("DELETE FROM accounts WHERE client_id = $1 RETURNING 1", client_id)
             await conn.execute("DELETE FROM role_mappings WHERE client_id = $1", client_id)
-        return deleted is not None
+            return deleted is not None
+
+        # Not retried: if the first attempt committed, a retry would find nothing and answer False.
+        return await self._transaction(work, retry=False)
 
     @staticmethod
     async def _latest_event(conn: Any, kind: RevocationKind, subject: str) -> RevocationEvent | None:
@@ -208,8 +253,8 @@ class PostgresStore:
     async def revoke_account(self, client_id: str, at: datetime) -> RevocationEvent:
         """Idempotent: revoking an already revoked (or unknown) account returns its existing feed entry."""
         codec.check_storable(client_id=client_id)
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Any) -> RevocationEvent:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
             status = await conn.fetchval("SELECT status FROM accounts WHERE client_id = $1 FOR UPDATE", client_id)
             already = status is None or status == AccountStatus.REVOKED.value
@@ -222,13 +267,15 @@ class PostgresStore:
                     codec.to_utc(at),
                 )
                 event = await self._append_event(conn, RevocationKind.ACCOUNT, client_id, client_id, at, None)
-        return event
+            return event
+
+        return await self._transaction(work)
 
     async def revoke_token(self, jti: str, client_id: str, expires_at: datetime, at: datetime) -> RevocationEvent:
         """Idempotent: revoking the same token twice returns the first feed entry (RFC 7009 §2.2)."""
         codec.check_storable(jti=jti, client_id=client_id)
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Any) -> RevocationEvent:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK_KEY)
             known = await conn.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti)
             event = await self._latest_event(conn, RevocationKind.TOKEN, jti) if known is not None else None
@@ -246,17 +293,18 @@ class PostgresStore:
                     codec.to_utc(at),
                     event.cursor,
                 )
-        return event
+            return event
+
+        return await self._transaction(work)
 
     async def is_token_revoked(self, jti: str) -> bool:
         if not codec.storable(jti):
             return False
-        pool = await self._get_pool()
-        return await pool.fetchval("SELECT 1 FROM revoked_tokens WHERE jti = $1", jti) is not None
+        return await self._query("fetchval", "SELECT 1 FROM revoked_tokens WHERE jti = $1", jti) is not None
 
     async def revocations_since(self, cursor: int, limit: int = 500) -> list[RevocationEvent]:
-        pool = await self._get_pool()
-        rows = await pool.fetch(
+        rows = await self._query(
+            "fetch",
             "SELECT cursor, kind, subject, client_id, revoked_at, expires_at FROM revocations"
             " WHERE cursor > $1 ORDER BY cursor LIMIT $2",
             cursor,
@@ -266,11 +314,13 @@ class PostgresStore:
 
     async def purge_expired(self, now: datetime) -> int:
         """Forget revoked tokens and feed entries past their expiry; readers tolerate the gaps this leaves."""
-        pool = await self._get_pool()
         cutoff = codec.to_utc(now)
-        async with pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Any) -> int:
             tokens = await conn.fetch("DELETE FROM revoked_tokens WHERE expires_at < $1 RETURNING 1", cutoff)
             events = await conn.fetch(
                 "DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at < $1 RETURNING 1", cutoff
             )
-        return len(tokens) + len(events)
+            return len(tokens) + len(events)
+
+        return await self._transaction(work)
