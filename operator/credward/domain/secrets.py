@@ -36,7 +36,7 @@ def new_secret_id() -> str:
 
 def hash_secret(key: bytes, secret: str) -> str:
     """HMAC-SHA256 of ``secret`` under the server's ``key``, hex-encoded."""
-    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(key, secret.encode(), "sha256").hex()  # one-shot C HMAC: same value as hmac.new, faster
 
 
 def verify_secret(key: bytes, secret: str, expected_hash: str) -> bool:

@@ -146,6 +146,7 @@ async def _serve(settings: Settings) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # throttling keys on the TCP peer; no forwarded headers are trusted
     )
     log.info("credward security service on %s:%d, issuer %s", settings.host, settings.port, settings.issuer)
     await uvicorn.Server(config).serve()

