@@ -71,23 +71,28 @@ def key_to_pem(key: PrivateKey) -> bytes:
     )
 
 
+_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256 of the required members, sorted, no whitespace)."""
+    members = _THUMBPRINT_MEMBERS[jwk["kty"]]
+    canonical = json.dumps({k: jwk[k] for k in members}, separators=(",", ":"), sort_keys=True)
+    return b64url(hashlib.sha256(canonical.encode()).digest()).decode()
+
+
 def public_jwk(key: PrivateKey) -> dict[str, Any]:
     """The public JWK with ``kid`` (RFC 7638 thumbprint), ``alg`` and ``use``."""
     alg = algorithm_of(key)
     jwk: dict[str, Any]
-    required: tuple[str, ...]
     if isinstance(key, ec.EllipticCurvePrivateKey):
         jwk = dict(ECAlgorithm.to_jwk(key.public_key(), as_dict=True))
-        required = ("crv", "kty", "x", "y")
     elif isinstance(key, rsa.RSAPrivateKey):
         jwk = dict(RSAAlgorithm.to_jwk(key.public_key(), as_dict=True))
-        required = ("e", "kty", "n")
     else:
         jwk = dict(OKPAlgorithm.to_jwk(key.public_key(), as_dict=True))
-        required = ("crv", "kty", "x")
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
     jwk.pop("key_ops", None)
-    jwk.update(kid=b64url(hashlib.sha256(canonical.encode()).digest()).decode(), alg=alg.value, use="sig")
+    jwk.update(kid=thumbprint(jwk), alg=alg.value, use="sig")
     return jwk
 
 
