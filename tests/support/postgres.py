@@ -177,6 +177,9 @@ class PostgresServer:
             "-c",
             "max_connections=200",
         ]
+        setpriv = shutil.which("setpriv")
+        if setpriv:  # if pytest is killed outright, the kernel stops the server too (no stray postgres)
+            cmd = [setpriv, "--pdeathsig", "INT", "--", *cmd]
         with self.log_path.open("ab") as log:
             self._proc = self._run_as_server(cmd, log)
 
