@@ -15,6 +15,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -48,6 +50,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 TOKEN_PATH = "/oauth2/token"
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,253}")
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -221,14 +224,17 @@ def create_app(
     async def revocations(request: Request) -> Response:
         try:
             since = int(request.query_params.get("since", "0"))
-            wait = min(float(request.query_params.get("wait", "0")), settings.feed_max_wait)
+            wait = float(request.query_params.get("wait", "0"))
+            if since < 0 or not math.isfinite(wait):
+                raise ValueError
         except ValueError:
             return JSONResponse(
-                {"error": "invalid_request", "error_description": "since and wait must be numbers"}, 400
+                {"error": "invalid_request", "error_description": "since must be a cursor (>= 0), wait seconds"}, 400
             )
+        wait = min(max(wait, 0.0), settings.feed_max_wait)
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(_sse(since), media_type="text/event-stream", headers=NO_STORE)
-        events = await c.feed.wait_since(since, max(wait, 0.0))
+        events = await c.feed.wait_since(since, wait)
         cursor = events[-1].cursor if events else since
         return JSONResponse({"events": [event_json(e) for e in events], "cursor": cursor}, headers=NO_STORE)
 
@@ -268,6 +274,8 @@ def create_app(
                 error = "unauthorized" if exc.status_code == 401 else "forbidden"
                 return JSONResponse({"error": error, "error_description": str(exc)}, exc.status_code, headers=headers)
             client_id = request.path_params["client_id"]
+            if not CLIENT_ID_RE.fullmatch(client_id):
+                return JSONResponse({"error": "invalid_request", "error_description": "malformed client id"}, 400)
             try:
                 response = await handler(request, client_id)
             except BadAdminRequest as exc:
