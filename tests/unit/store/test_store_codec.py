@@ -51,6 +51,8 @@ def test_time_text_is_fixed_width_utc_so_strings_sort_like_times() -> None:
         datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
         datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))),  # 23:00 UTC the day before
         datetime(2030, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(999, 6, 1, tzinfo=UTC),  # glibc strftime would write "999", breaking the fixed width
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
     ]
     texts = [codec.time_to_text(t) for t in times]
     assert len({len(t or "") for t in texts}) == 1
@@ -117,6 +119,8 @@ def test_a_broken_migration_list_is_refused(migrations: list[Migration]) -> None
 def test_nul_is_not_storable_and_the_error_names_the_field() -> None:
     assert codec.storable("client-1")
     assert not codec.storable("client\x00")
+    assert not codec.storable("lone \ud800 surrogate")
+    assert codec.storable("ünïcødé ✓ 😀")
     codec.check_storable(a="x", b=("y", "z"))
     with pytest.raises(codec.UnstorableText, match="groups"):
         codec.check_storable(name="ok", groups=("/a", "/b\x00"))

@@ -17,29 +17,35 @@ from urllib.parse import urlsplit
 
 from credward.security.model import Account, Permission, RoleMapping, SecretRecord
 
-_SQLITE_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 class UnstorableText(ValueError):
-    """A text value holds a NUL character, which PostgreSQL text and jsonb cannot store.
+    """A text holds a NUL character or a lone surrogate, which the backends cannot store.
 
-    Both backends refuse it on write (so they behave alike), and a lookup by such
-    a key simply finds nothing: no stored key can contain NUL. Callers that take
-    values from a request should reject NUL before they reach the store (-> 400).
+    PostgreSQL text and jsonb have no NUL; a lone surrogate (which a JSON
+    ``\\ud800`` escape smuggles into a Python string) has no UTF-8 form. Both
+    backends refuse such text on write, so they behave alike, and a lookup by
+    such a key finds nothing without asking the database. Callers that take
+    values from a request should reject them first (-> 400, not 500).
     """
 
 
 def storable(text: str) -> bool:
-    """Whether ``text`` can be a stored key: lookups by other keys find nothing without asking the database."""
-    return "\x00" not in text
+    """Whether ``text`` can be stored (see :class:`UnstorableText`)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_storable(**values: str | Sequence[str]) -> None:
-    """Raise :class:`UnstorableText` naming the first field that holds a NUL character."""
+    """Raise :class:`UnstorableText` naming the first field that holds a NUL character or a lone surrogate."""
     for name, value in values.items():
         items = [value] if isinstance(value, str) else value
-        if any("\x00" in item for item in items):
-            raise UnstorableText(f"{name} contains a NUL character, which cannot be stored")
+        if not all(storable(item) for item in items):
+            raise UnstorableText(f"{name} contains a NUL character or a lone surrogate, which cannot be stored")
 
 
 def to_utc(value: datetime) -> datetime:
@@ -54,12 +60,17 @@ def optional_utc(value: datetime | None) -> datetime | None:
 
 
 def time_to_text(value: datetime | None) -> str | None:
-    """Fixed-width UTC text, so SQLite compares times correctly as strings."""
-    return None if value is None else to_utc(value).strftime(_SQLITE_TIME_FORMAT)
+    """Fixed-width UTC text (``0999-01-02T03:04:05.000006Z``), so SQLite compares times correctly as strings.
+
+    ``isoformat`` rather than ``strftime``: glibc's ``%Y`` does not zero-pad years before 1000.
+    """
+    if value is None:
+        return None
+    return to_utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def time_from_text(value: str | None) -> datetime | None:
-    return None if value is None else datetime.strptime(value, _SQLITE_TIME_FORMAT).replace(tzinfo=UTC)
+    return None if value is None else datetime.fromisoformat(value.removesuffix("Z")).replace(tzinfo=UTC)
 
 
 def check_account(account: Account) -> None:
