@@ -145,6 +145,9 @@ async def _send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+HEALTHY = Reply(200, b'{"status":"ok"}', ((b"content-type", b"application/json"),))
+
+
 def _reply_response(reply: Reply) -> Response:
     return Response(reply.body, reply.status, headers={k.decode(): v.decode() for k, v in reply.headers})
 
@@ -160,6 +163,8 @@ class CredwardApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope["method"] == "POST":
             await self._token(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] == "GET":
+            await _send_reply(send, HEALTHY)  # liveness: no framework, and the bench's HTTP-only floor
         else:
             await self.starlette(scope, receive, send)
 
