@@ -111,7 +111,7 @@ def serve_command(args: argparse.Namespace) -> int:
         settings = load_settings(flags, os.environ)
         configure_logging(settings.log_level)
         serve(settings)
-    except CredwardError as exc:
+    except (CredwardError, ValueError, OSError) as exc:  # configuration, key, store-URL and file problems
         print(f"credward security serve: {exc}", file=sys.stderr)
         return 2
     return 0
