@@ -185,6 +185,24 @@ class CredwardApp:
         await _send_reply(send, reply)
 
 
+ADMIN_MAX_BODY_BYTES = 1024 * 1024
+
+
+async def _limited_body(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it exceeds ``limit`` (never buffer an unbounded body from the network)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+TOO_LARGE = error_reply(InvalidRequest("the request body is too large"))
+
+
 def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -211,7 +229,9 @@ def create_app(
         return JSONResponse(openapi)
 
     async def introspect(request: Request) -> Response:
-        body = await request.body()
+        body = await _limited_body(request, MAX_BODY_BYTES)
+        if body is None:
+            return _reply_response(TOO_LARGE)
         headers = request.headers
         reply = await c.oauth.introspect(
             body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
@@ -219,7 +239,9 @@ def create_app(
         return _reply_response(reply)
 
     async def revoke(request: Request) -> Response:
-        body = await request.body()
+        body = await _limited_body(request, MAX_BODY_BYTES)
+        if body is None:
+            return _reply_response(TOO_LARGE)
         headers = request.headers
         reply = await c.oauth.revoke(
             body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
@@ -292,6 +314,12 @@ def create_app(
 
         return wrapped
 
+    async def admin_body(request: Request) -> bytes:
+        body = await _limited_body(request, ADMIN_MAX_BODY_BYTES)
+        if body is None:
+            raise BadAdminRequest("body larger than 1 MiB")
+        return body
+
     def now() -> datetime:
         return datetime.fromtimestamp(clock(), UTC)
 
@@ -299,11 +327,11 @@ def create_app(
         return JSONResponse(account_view(await c.admin.get(client_id)))
 
     async def put_account(request: Request, client_id: str) -> Response:
-        account, created = await c.admin.put_account(client_id, await request.body(), now())
+        account, created = await c.admin.put_account(client_id, await admin_body(request), now())
         return JSONResponse(account_view(account), 201 if created else 200)
 
     async def put_roles(request: Request, client_id: str) -> Response:
-        return JSONResponse(account_view(await c.admin.set_role_mappings(client_id, await request.body())))
+        return JSONResponse(account_view(await c.admin.set_role_mappings(client_id, await admin_body(request))))
 
     async def revoke_account(request: Request, client_id: str) -> Response:
         event = await c.admin.revoke(client_id, now())

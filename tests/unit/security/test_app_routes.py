@@ -49,3 +49,11 @@ async def test_discovery_and_openapi(http: httpx.AsyncClient) -> None:
     doc = (await http.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.")
     assert "/oauth2/token" in doc["paths"]
+
+
+@pytest.mark.parametrize("path", ["/oauth2/token", "/oauth2/introspect", "/oauth2/revoke"])
+async def test_oversized_bodies_are_refused_without_buffering(http: httpx.AsyncClient, path: str) -> None:
+    body = b"token=" + b"x" * (64 * 1024)
+    response = await http.post(path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
