@@ -223,40 +223,47 @@ async def test_feed_is_ordered_and_resumes_after_a_cursor(store: Store) -> None:
 
 
 async def test_concurrent_writers_get_distinct_increasing_cursors(store: Store, store_url: str) -> None:
-    """Two stores on one database stand for two replicas; a reader following the feed must miss nothing."""
-    other = open_store(store_url)
-    seen: list[int] = []
+    """Three stores on one database stand for three replicas; readers following the feed must miss nothing.
+
+    A reader that has seen cursor N asks for "> N"; if a smaller cursor could
+    still commit afterwards, that reader would skip it for ever.
+    """
+    replicas = [store, open_store(store_url), open_store(store_url)]
+    writes_count = 150
     done = asyncio.Event()
 
-    async def follow() -> None:
+    async def follow(reader: Store) -> list[int]:
+        seen: list[int] = []
         cursor = 0
         while True:
             finished = done.is_set()
-            batch = await store.revocations_since(cursor)
+            batch = await reader.revocations_since(cursor)
             seen.extend(e.cursor for e in batch)
             if batch:
                 cursor = batch[-1].cursor
             elif finished:
-                return
+                return seen
             await asyncio.sleep(0)
 
     try:
-        reader = asyncio.create_task(follow())
+        readers = [asyncio.create_task(follow(r)) for r in replicas]
         writes = [
-            (store if i % 2 else other).revoke_token(f"jti-{i}", "c-1", NOW + timedelta(minutes=5), NOW)
-            for i in range(60)
+            replicas[i % len(replicas)].revoke_token(f"jti-{i}", "c-1", NOW + timedelta(minutes=5), NOW)
+            for i in range(writes_count)
         ]
         events = await asyncio.gather(*writes)
         done.set()
-        await asyncio.wait_for(reader, 30)
+        followed = await asyncio.wait_for(asyncio.gather(*readers), 60)
     finally:
-        await other.close()
+        for r in replicas[1:]:
+            await r.close()
     cursors = [e.cursor for e in events]
     assert len(set(cursors)) == len(cursors)
     feed = await store.revocations_since(0)
     assert [e.cursor for e in feed] == sorted(cursors)
-    assert {e.subject for e in feed} == {f"jti-{i}" for i in range(60)}
-    assert seen == sorted(cursors), "a reader following the feed skipped or repeated an entry"
+    assert {e.subject for e in feed} == {f"jti-{i}" for i in range(writes_count)}
+    for seen in followed:
+        assert seen == sorted(cursors), "a reader following the feed skipped or repeated an entry"
 
 
 async def test_migrate_twice_is_a_no_op(store: Store) -> None:
