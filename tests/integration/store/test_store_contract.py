@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import asyncpg
 import pytest
 
 from credward.security.model import (
@@ -335,3 +336,13 @@ async def test_nul_characters_are_refused_on_write_and_never_found(store: Store)
     assert await store.is_token_revoked("j\x00") is False
     assert await store.delete_account("c\x00") is False
     assert await store.revocations_since(0) == []
+
+
+async def test_a_failed_write_leaves_no_trace_and_the_store_usable(store: Store) -> None:
+    with pytest.raises((OverflowError, asyncpg.exceptions.DataError)):
+        await store.put_account(account(token_ttl_seconds=2**70))
+    assert await store.get_account("c-1") is None
+    await store.put_account(account())
+    assert await store.get_account("c-1") == account()
+    event = await store.revoke_account("c-1", NOW)
+    assert await store.revocations_since(0) == [event]

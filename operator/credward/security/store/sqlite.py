@@ -112,11 +112,12 @@ class SQLiteStore:
             await writer.execute_fetchall("BEGIN IMMEDIATE")
             try:
                 yield writer
+                await writer.execute_fetchall("COMMIT")
             except BaseException:
+                # Also after a failed COMMIT (disk full, I/O error): never leave the writer inside a transaction.
                 if writer.in_transaction:
                     await writer.execute_fetchall("ROLLBACK")
                 raise
-            await writer.execute_fetchall("COMMIT")
 
     async def migrate(self) -> None:
         async with self._transaction() as conn:
