@@ -134,13 +134,23 @@ class OAuthService:
             raise Throttled("too many failed authentication attempts; retry later", retry)
 
     async def _authenticate(self, creds: ClientCredentials, ip: str, now: float) -> ClientEntry:
-        self._check_throttle(creds.client_id, self.client_throttle, now)
+        """Verify the secret; failures count per client id and per address.
+
+        A client id is public (it is in every token), so a locked-out client id
+        still accepts its correct secret: otherwise anyone could lock a workload
+        out by sending wrong secrets in its name. Past the limit, failures get
+        429 instead of 401. The per-address lock (checked before any parsing)
+        is absolute and is what sheds an attacker's load.
+        """
         # A client id that looks like a secret (fields swapped) is never looked up, so it reaches no store or log.
         entry = None if creds.client_id.startswith(SECRET_PREFIX) else await self.accounts.get(creds.client_id)
         presented = hash_secret(self._hash_key, creds.client_secret)
         if entry is None or not entry.secret_matches(presented, now) or not entry.usable(now):
+            locked = self.client_throttle.retry_after(creds.client_id, now)
             self.client_throttle.record_failure(creds.client_id, now)
             self.ip_throttle.record_failure(ip, now)
+            if locked is not None:
+                raise Throttled("too many failed authentication attempts for this client; retry later", locked)
             raise InvalidClient("client authentication failed")
         return entry
 

@@ -199,9 +199,10 @@ def test_throttling_returns_429_with_retry_after(service: Service) -> None:
     wrong = Registered(client.client_id, "cws_wrong", "x")
     for _ in range(10):
         assert error_of(service.token(wrong), 401) == "invalid_client"
-    locked = service.token(client)
+    locked = service.token(wrong)
     assert error_of(locked, 429) == "temporarily_unavailable"
     assert int(locked.headers["retry-after"]) >= 1
+    assert service.token(client).status_code == 200  # a public client id cannot be used to lock a workload out
 
 
 def test_metrics_count_issued_and_denied(service: Service) -> None:

@@ -215,18 +215,19 @@ async def test_expired_account_and_expired_secret_are_refused(
     assert_error(await token(http, add_client(not_after=past)), 401, "invalid_client")
 
 
-async def test_throttle_locks_out_a_client_then_lets_it_back(
+async def test_client_throttle_answers_429_but_never_locks_out_the_right_secret(
     http: httpx.AsyncClient, add_client: Callable[..., Client], clock: FakeClock
 ) -> None:
     client = add_client()
     wrong = Client(client.client_id, "cws_wrong")
     for _ in range(3):
         assert_error(await token(http, wrong), 401, "invalid_client")
-    locked = await token(http, client)
+    locked = await token(http, wrong)
     assert_error(locked, 429, "temporarily_unavailable")
     assert 1 <= int(locked.headers["retry-after"]) <= 60
-    clock.now += 61
     assert (await token(http, client)).status_code == 200
+    clock.now += 61
+    assert_error(await token(http, wrong), 401, "invalid_client")
 
 
 async def test_throttle_per_ip(http: httpx.AsyncClient, add_client: Callable[..., Client]) -> None:
