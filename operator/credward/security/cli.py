@@ -118,7 +118,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> None:
-    """Run on uvloop + httptools (chosen by measurement, see bench/token_endpoint.py), one process."""
+    """Run on uvloop + httptools (chosen by measurement over granian, see bench/token_endpoint.py), one process."""
     import uvloop
 
     uvloop.run(_serve(settings))
@@ -131,6 +131,7 @@ async def _serve(settings: Settings) -> None:
 
     from credward.security.adminauth import build_authenticator
     from credward.security.app import create_app
+    from credward.security.server import CorkedHttpToolsProtocol
     from credward.security.store import open_store
 
     hash_key = read_hash_key(settings.hash_key_file, settings.dev_mode)
@@ -141,7 +142,7 @@ async def _serve(settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        http="httptools",
+        http=CorkedHttpToolsProtocol,
         lifespan="on",
         access_log=False,
         log_config=None,
