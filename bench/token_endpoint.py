@@ -344,7 +344,7 @@ def environment() -> dict[str, Any]:
         "cryptography": cryptography.__version__,
         "openssl": ssl.OPENSSL_VERSION,
         "uvicorn": uvicorn.__version__,
-        "server": "uvicorn + uvloop + httptools, 1 worker process; /oauth2/token served as raw ASGI",
+        "server": "uvicorn + uvloop + httptools (corked: one write per response), 1 worker; token endpoint raw ASGI",
         "store": "SQLite",
         "scheduling_peak": "SCHED_FIFO" if realtime_env() else f"nice {PRIORITY} (SCHED_FIFO with --realtime)",
     }
