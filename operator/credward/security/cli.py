@@ -143,6 +143,7 @@ async def _serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         http=CorkedHttpToolsProtocol,
+        ws="none",  # no WebSocket endpoints; upgrades are refused (and never see the corked transport)
         lifespan="on",
         access_log=False,
         log_config=None,
