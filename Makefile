@@ -5,6 +5,7 @@ SHELL := bash
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 ##@ General
 
@@ -28,31 +29,36 @@ controlplane: install ## Build (once, cached) the local kube-apiserver, kube-con
 	$(VENV)/bin/credward dev build
 
 .PHONY: demo
-demo: install ## Run credward end to end on a local control plane (Ctrl-C stops everything).
+demo: install ## Control plane + operator + security service + example credential + a token from the mounted secret.
 	$(VENV)/bin/credward dev demo
 
 ##@ Verification
 
 .PHONY: lint
 lint: install ## ruff, mypy --strict, and the import-layer contracts.
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 .PHONY: fmt
 fmt: install ## Format and auto-fix.
-	$(VENV)/bin/ruff format operator tests
-	$(VENV)/bin/ruff check --fix operator tests
+	$(VENV)/bin/ruff format operator tests bench
+	$(VENV)/bin/ruff check --fix operator tests bench
 
 .PHONY: unit
 unit: install ## Unit tests only (pure logic, no servers).
 	$(PYTHON) -m pytest -m unit $(PYTEST_ARGS)
+
+.PHONY: integration
+integration: install controlplane ## Integration tests only (real control plane, real service, SQLite and PostgreSQL).
+	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
 
 .PHONY: test
 test: lint controlplane ## Lint, then unit + integration + e2e tests against real servers.
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Benchmark the token endpoint against the raw signing rate (writes bench/results.json).
-	$(PYTHON) -m bench.token_endpoint
+bench: install ## Token endpoint vs the raw ES256 sign rate of this machine (needs wrk; writes bench/results.json).
+	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+	$(PYTHON) -m bench.token_endpoint $(BENCH_ARGS)
