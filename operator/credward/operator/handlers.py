@@ -2,8 +2,8 @@
 
 Only event-watching handlers are used: they keep no progress annotations and
 need no finalizers, so an operator restart with up-to-date objects writes
-nothing. Owned Secrets are watched too, so a deleted or edited Secret is
-repaired within moments.
+nothing. Owned Secrets are watched too (selected by label in the API server),
+so a deleted or edited Secret is repaired within moments.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     async def startup(**kwargs: Any) -> None:
         kopf_settings: kopf.OperatorSettings = kwargs["settings"]
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
+        # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
+        kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         kube_cm = Kube.connect(settings.field_manager)
         state["kube_cm"] = kube_cm
         state["controller"] = CredentialController(await kube_cm.__aenter__(), settings)
