@@ -8,9 +8,9 @@ this replica's cached view of the account at once.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from credward.api import SERVICE_ACCOUNT_VERBS, VERB_GRANT
 from credward.domain.claims import identity_for
@@ -20,10 +20,21 @@ from credward.security.feed import RevocationFeed
 from credward.security.metrics import Metrics
 from credward.security.model import Account, AccountStatus, Permission, RevocationEvent, RoleMapping, SecretRecord
 from credward.security.store.base import Store
+from credward.security.store.codec import storable
 
 M = TypeVar("M", bound=BaseModel)
 _HEX64 = r"^[0-9a-f]{64}$"
 _NAME = r"^[A-Za-z0-9._:@/-]{1,253}$"
+
+
+def _storable_text(value: str) -> str:
+    if not storable(value):
+        raise ValueError("must not contain a NUL character or a lone surrogate")
+    return value
+
+
+# Every text the store keeps; NUL and lone surrogates cannot be stored (400 naming the field, not a 500 later).
+Text = Annotated[str, AfterValidator(_storable_text)]
 
 
 class BadAdminRequest(CredwardError):
@@ -39,32 +50,32 @@ class _Body(BaseModel):
 
 
 class SecretIn(_Body):
-    id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    hash: str = Field(pattern=_HEX64)
+    id: Text = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    hash: Text = Field(pattern=_HEX64)
     not_after: datetime | None = Field(None, alias="notAfter")
 
 
 class AccountIn(_Body):
-    identity: str | None = Field(None, max_length=512)
-    display_name: str = Field("", alias="displayName", max_length=256)
-    namespace: str = Field("", max_length=253)
-    name: str = Field("", max_length=253)
+    identity: Text | None = Field(None, max_length=512)
+    display_name: Text = Field("", alias="displayName", max_length=256)
+    namespace: Text = Field("", max_length=253)
+    name: Text = Field("", max_length=253)
     status: Literal["active", "disabled", "revoked"] = "active"
     expires_at: datetime | None = Field(None, alias="expiresAt")
-    audiences: tuple[str, ...] = Field((), max_length=64)
+    audiences: tuple[Text, ...] = Field((), max_length=64)
     token_ttl_seconds: int = Field(300, alias="tokenTTLSeconds", ge=1, le=86400)
-    groups: tuple[str, ...] = Field((), max_length=64)
+    groups: tuple[Text, ...] = Field((), max_length=64)
     secrets: tuple[SecretIn, ...] = Field((), max_length=16)
 
 
 class PermissionIn(_Body):
-    verbs: tuple[str, ...] = Field(min_length=1)
-    path: tuple[str, ...] = ()
+    verbs: tuple[Text, ...] = Field(min_length=1)
+    path: tuple[Text, ...] = ()
 
 
 class RoleMappingIn(_Body):
-    name: str = Field(pattern=_NAME)
-    roles: tuple[str, ...] = ()
+    name: Text = Field(pattern=_NAME)
+    roles: tuple[Text, ...] = ()
     permissions: tuple[PermissionIn, ...] = ()
 
 

@@ -41,6 +41,7 @@ from credward.security.openapi import openapi_document
 from credward.security.service import OAuthService, Reply, error_reply
 from credward.security.settings import Settings
 from credward.security.store.base import Store
+from credward.security.store.codec import UnstorableText
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,11 @@ async def _send_reply(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body})
 
 
+TOO_LARGE = error_reply(InvalidRequest("the request body is too large"))
+# Which of two Authorization (or Content-Type) headers counts differs between HTTP stacks (first or last),
+# so a request that carries either twice is refused outright (RFC 6749 §5.2 invalid_request), never answered.
+REPEATED_HEADER = error_reply(InvalidRequest("the Authorization and Content-Type headers must not be repeated"))
+
 HEALTHY = Reply(200, b'{"status":"ok"}', ((b"content-type", b"application/json"),))
 
 
@@ -170,16 +176,21 @@ class CredwardApp:
 
     async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = authorization = None
+        repeated = False
         for name, value in scope["headers"]:
             if name == b"content-type":
+                repeated |= content_type is not None
                 content_type = value.decode("latin-1")
             elif name == b"authorization":
+                repeated |= authorization is not None
                 authorization = value.decode("latin-1")
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         body = await _read_body(receive)
         if body is None:
-            reply = error_reply(InvalidRequest("the request body is too large"))
+            reply = TOO_LARGE
+        elif repeated:
+            reply = REPEATED_HEADER
         else:
             reply = await self._oauth.token(body, content_type, authorization, ip)
         await _send_reply(send, reply)
@@ -198,9 +209,6 @@ async def _limited_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-TOO_LARGE = error_reply(InvalidRequest("the request body is too large"))
 
 
 def _client_ip(request: Request) -> str:
@@ -228,10 +236,19 @@ def create_app(
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(openapi)
 
+    def _header_problem(request: Request) -> Reply | None:
+        headers = request.headers
+        if any(len(headers.getlist(name)) > 1 for name in ("authorization", "content-type")):
+            return REPEATED_HEADER
+        return None
+
     async def introspect(request: Request) -> Response:
         body = await _limited_body(request, MAX_BODY_BYTES)
         if body is None:
             return _reply_response(TOO_LARGE)
+        problem = _header_problem(request)
+        if problem is not None:
+            return _reply_response(problem)
         headers = request.headers
         reply = await c.oauth.introspect(
             body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
@@ -242,6 +259,9 @@ def create_app(
         body = await _limited_body(request, MAX_BODY_BYTES)
         if body is None:
             return _reply_response(TOO_LARGE)
+        problem = _header_problem(request)
+        if problem is not None:
+            return _reply_response(problem)
         headers = request.headers
         reply = await c.oauth.revoke(
             body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
@@ -305,7 +325,7 @@ def create_app(
                 return JSONResponse({"error": "invalid_request", "error_description": "malformed client id"}, 400)
             try:
                 response = await handler(request, client_id)
-            except BadAdminRequest as exc:
+            except (BadAdminRequest, UnstorableText) as exc:  # UnstorableText: a backstop, the models reject first
                 return JSONResponse({"error": "invalid_request", "error_description": str(exc)}, 400)
             except NotFound:
                 return JSONResponse({"error": "not_found", "error_description": "no such account"}, 404)

@@ -421,6 +421,31 @@ def bogus_audiences(good: Good) -> st.SearchStrategy[Attempt]:
     return build()
 
 
+def repeated_headers(good: Good) -> st.SearchStrategy[Attempt]:
+    """Two Authorization or two Content-Type headers: HTTP stacks disagree on which counts, so neither may."""
+    good_auth = basic(good.client_id, good.secret)
+    other_auth = st.one_of(
+        st.just(good_auth),
+        header_text.map(lambda t: "Basic " + base64.b64encode(t.encode()).decode()),
+        st.sampled_from(["Bearer x", "Basic Ym9ndXM6Ym9ndXM=", ""]),
+    )
+    content_types = st.one_of(st.just(FORM_CONTENT_TYPE), st.sampled_from(["application/json", "text/plain", ""]))
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Attempt:
+        if draw(st.booleans()):
+            values = draw(st.permutations([good_auth, draw(other_auth)]))
+            auths = tuple(("authorization", v) for v in values)
+            headers: tuple[tuple[str, str | bytes], ...] = (("content-type", FORM_CONTENT_TYPE), *auths)
+        else:
+            values = draw(st.permutations([FORM_CONTENT_TYPE, draw(content_types)]))
+            headers = (*(("content-type", v) for v in values), ("authorization", good_auth))
+        ordered = draw(st.permutations(headers))
+        return Attempt(f"repeated header: {ordered!r}", form(("grant_type", GRANT)), tuple(ordered))
+
+    return build()
+
+
 KINDS: dict[str, Callable[[Good], st.SearchStrategy[Attempt]]] = {
     "bad grant_type": bad_grant_type,
     "wrong secret": wrong_secret,
@@ -434,6 +459,7 @@ KINDS: dict[str, Callable[[Good], st.SearchStrategy[Attempt]]] = {
     "wrong content type": wrong_content_type,
     "bogus scopes": bogus_scopes,
     "bogus audiences": bogus_audiences,
+    "repeated headers": repeated_headers,
 }
 
 
