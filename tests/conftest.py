@@ -64,7 +64,12 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
 def operator(
     control_plane: ControlPlane, crds: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChildProcess]:
-    """``credward operator run`` against the control plane, as user credward-operator (see the audit log)."""
+    """``credward operator run -v`` against the control plane, as user credward-operator (see the audit log).
+
+    DEBUG logging, so that the tests which look for secrets in the log cover the most verbose output.
+    """
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    with operator_process(control_plane, security_base_url=SECURITY_BASE_URL, log_path=log_path) as proc:
+    with operator_process(
+        control_plane, security_base_url=SECURITY_BASE_URL, log_path=log_path, extra_args=["-v"]
+    ) as proc:
         yield proc

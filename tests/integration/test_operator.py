@@ -243,3 +243,15 @@ def test_restart_with_up_to_date_resources_makes_zero_writes(
     writes = operator_writes(control_plane)[before:]
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
     operator.start()
+
+
+def test_no_client_secret_in_the_debug_log(control_plane: ControlPlane, operator: ChildProcess) -> None:
+    """Every Secret credward made so far in this session: none of their values is in the operator's DEBUG log."""
+    listing = control_plane.kubectl(
+        "get", "secrets", "-A", "-l", "app.kubernetes.io/managed-by=credward", "-o", "json"
+    ).stdout
+    values = [decoded(s)["client-secret"] for s in json.loads(listing)["items"]]
+    assert values
+    log = operator.log_path.read_text()
+    assert "DEBUG" in log
+    assert not [v for v in values if v in log]

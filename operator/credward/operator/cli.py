@@ -32,6 +32,8 @@ def _run(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # The Kubernetes client logs whole response bodies at DEBUG, Secret data included: never below INFO.
+    logging.getLogger("kubernetes_asyncio").setLevel(logging.INFO)
     try:
         settings = OperatorSettings.from_env(
             security_base_url=args.security_base_url,
