@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 
 from credward.domain.claims import ClaimsTemplate
 from credward.domain.scopes import Scope, ScopeProfile, render_permissions
@@ -21,6 +22,15 @@ from credward.security.model import Account, AccountStatus
 from credward.security.store.base import Store
 
 _MAX_ENTRIES = 100_000
+
+
+class Miss(Enum):
+    """What :meth:`AccountCache.peek` answers when the account must be loaded from the store first."""
+
+    MISS = 0
+
+
+MISS = Miss.MISS
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +79,13 @@ class AccountCache:
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[str, tuple[float, ClientEntry | None]] = {}
+
+    def peek(self, client_id: str, now: float) -> ClientEntry | Miss | None:
+        """The cached entry (None: known not to exist) without awaiting, or :data:`MISS`."""
+        cached = self._entries.get(client_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        return MISS
 
     async def get(self, client_id: str) -> ClientEntry | None:
         now = self._clock()

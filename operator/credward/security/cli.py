@@ -15,7 +15,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from credward.errors import CredwardError
-from credward.security.settings import Settings, SettingsError, SigningAlgorithm, env_name, flag_name, load_settings
+from credward.security.settings import (
+    HttpServerKind,
+    Settings,
+    SettingsError,
+    SigningAlgorithm,
+    env_name,
+    flag_name,
+    load_settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,7 @@ _HELP = {
     "throttle_window": "failed-authentication window (default 60s)",
     "feed_max_wait": "longest long-poll wait of the revocation feed (default 30s)",
     "log_level": "DEBUG, INFO (default), WARNING",
+    "http_server": "credward (default: own HTTP/1.1 server, token endpoint native) or uvicorn",
 }
 
 
@@ -118,7 +127,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> None:
-    """Run on uvloop + httptools (chosen by measurement over granian, see bench/token_endpoint.py), one process."""
+    """One process on uvloop; the HTTP server is chosen by ``--http-server`` (see bench/token_endpoint.py)."""
     import uvloop
 
     uvloop.run(_serve(settings))
@@ -127,17 +136,31 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     import inspect
 
-    import uvicorn
-
     from credward.security.adminauth import build_authenticator
     from credward.security.app import create_app
-    from credward.security.server import CorkedHttpToolsProtocol
     from credward.security.store import open_store
 
     hash_key = read_hash_key(settings.hash_key_file, settings.dev_mode)
     opened = open_store(settings.store_url)
     store = await opened if inspect.isawaitable(opened) else opened
     app = create_app(settings, store, build_authenticator(settings, dict(os.environ)), hash_key)
+    log.info(
+        "credward security service on %s:%d (%s), issuer %s",
+        settings.host,
+        settings.port,
+        settings.http_server.value,
+        settings.issuer,
+    )
+    if settings.http_server is HttpServerKind.CREDWARD:
+        from credward.security import httpserver
+
+        await httpserver.serve(app, app.components.oauth, settings.host, settings.port)
+        return
+
+    import uvicorn
+
+    from credward.security.server import CorkedHttpToolsProtocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -150,5 +173,4 @@ async def _serve(settings: Settings) -> None:
         server_header=False,
         proxy_headers=False,  # throttling keys on the TCP peer; no forwarded headers are trusted
     )
-    log.info("credward security service on %s:%d, issuer %s", settings.host, settings.port, settings.issuer)
     await uvicorn.Server(config).serve()

@@ -33,7 +33,7 @@ from credward.domain.secrets import SECRET_PREFIX, hash_secret
 from credward.domain.throttle import FailureThrottle
 from credward.errors import AuthError, InvalidClient, InvalidRequest, Throttled, UnauthorizedClient
 from credward.security import audit
-from credward.security.accounts import AccountCache, ClientEntry
+from credward.security.accounts import MISS, AccountCache, ClientEntry
 from credward.security.feed import RevocationFeed
 from credward.security.keys import KeyRing
 from credward.security.metrics import Metrics
@@ -93,6 +93,13 @@ def error_reply(exc: AuthError) -> Reply:
     return json_reply(exc.status_code, {"error": exc.error, "error_description": exc.description}, extra)
 
 
+@dataclass(frozen=True, slots=True)
+class NeedAccount:
+    """:meth:`OAuthService.token_now` cannot answer before this client's account is loaded from the store."""
+
+    client_id: str
+
+
 UNAVAILABLE = json_reply(
     503, {"error": "temporarily_unavailable", "error_description": "the service cannot answer right now"}
 )
@@ -134,6 +141,11 @@ class OAuthService:
             raise Throttled("too many failed authentication attempts; retry later", retry)
 
     async def _authenticate(self, creds: ClientCredentials, ip: str, now: float) -> ClientEntry:
+        # A client id that looks like a secret (fields swapped) is never looked up, so it reaches no store or log.
+        entry = None if creds.client_id.startswith(SECRET_PREFIX) else await self.accounts.get(creds.client_id)
+        return self._verify(entry, creds, ip, now)
+
+    def _verify(self, entry: ClientEntry | None, creds: ClientCredentials, ip: str, now: float) -> ClientEntry:
         """Verify the secret; failures count per client id and per address.
 
         A client id is public (it is in every token), so a locked-out client id
@@ -142,8 +154,6 @@ class OAuthService:
         429 instead of 401. The per-address lock (checked before any parsing)
         is absolute and is what sheds an attacker's load.
         """
-        # A client id that looks like a secret (fields swapped) is never looked up, so it reaches no store or log.
-        entry = None if creds.client_id.startswith(SECRET_PREFIX) else await self.accounts.get(creds.client_id)
         presented = hash_secret(self._hash_key, creds.client_secret)
         if entry is None or not entry.secret_matches(presented, now) or not entry.usable(now):
             locked = self.client_throttle.retry_after(creds.client_id, now)
@@ -190,7 +200,34 @@ class OAuthService:
         return result
 
     async def token(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
-        """RFC 6749 §4.4. The hot path: no store access (cached entry) and no per-token JSON encoding."""
+        """RFC 6749 §4.4; awaits the store only when the client's account is not cached."""
+        reply = self.token_now(body, content_type, authorization, ip)
+        if isinstance(reply, NeedAccount):
+            try:
+                entry = await self.accounts.get(reply.client_id)
+            except Exception:
+                log.exception("token request failed")
+                self.metrics.deny("server_error")
+                return UNAVAILABLE
+            reply = self.token_now(body, content_type, authorization, ip, loaded=(reply.client_id, entry))
+            assert isinstance(reply, Reply)  # the loaded entry is used even when the cache keeps nothing
+        return reply
+
+    def token_now(
+        self,
+        body: bytes,
+        content_type: str | None,
+        authorization: str | None,
+        ip: str,
+        loaded: tuple[str, ClientEntry | None] | None = None,
+    ) -> Reply | NeedAccount:
+        """The token request without awaiting (the hot path), or which account must be loaded first.
+
+        No store access when the account is cached, and no per-token JSON
+        encoding. ``loaded`` is an account just read from the store. Nothing
+        is counted or logged before a :class:`NeedAccount` is returned, so the
+        call can simply be repeated once the account is loaded.
+        """
         started = time.perf_counter()
         now = self._clock()
         client_id: str | None = None
@@ -203,8 +240,18 @@ class OAuthService:
                 if authorization:  # malformed Basic credentials count as a failed attempt
                     self.ip_throttle.record_failure(ip, now)
                 raise
-            client_id = request.credentials.client_id
-            entry = await self._authenticate(request.credentials, ip, now)
+            creds = request.credentials
+            client_id = creds.client_id
+            if client_id.startswith(SECRET_PREFIX):  # fields swapped: never looked up, so it reaches no store or log
+                found = None
+            elif loaded is not None and loaded[0] == client_id:
+                found = loaded[1]
+            else:
+                peeked = self.accounts.peek(client_id, now)
+                if peeked is MISS:
+                    return NeedAccount(client_id)
+                found = peeked
+            entry = self._verify(found, creds, ip, now)
             template, audit_tail = self._template(entry, request)
             whole_now = int(now)
             expires = int(entry.expires_at) if entry.expires_at is not None else None

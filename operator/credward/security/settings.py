@@ -32,6 +32,11 @@ class SigningAlgorithm(StrEnum):
     EDDSA = "EdDSA"
 
 
+class HttpServerKind(StrEnum):
+    CREDWARD = "credward"  # credward.security.httpserver: the token endpoint natively (measured fastest)
+    UVICORN = "uvicorn"  # the same ASGI app under uvicorn + uvloop + httptools
+
+
 class AdminAuthMode(StrEnum):
     TOKENREVIEW = "tokenreview"
     BEARER_FILE = "bearer-file"
@@ -64,6 +69,7 @@ class Settings:
     throttle_window: float = 60.0
     feed_max_wait: float = 30.0
     log_level: str = "INFO"
+    http_server: HttpServerKind = HttpServerKind.CREDWARD
 
     @property
     def issuer_host(self) -> str:
@@ -151,6 +157,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "throttle_window": _float_seconds,
     "feed_max_wait": _float_seconds,
     "log_level": str.upper,
+    "http_server": HttpServerKind,
 }
 
 
