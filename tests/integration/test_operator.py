@@ -134,14 +134,12 @@ def test_tampered_secret_is_restored(control_plane: ControlPlane, operator: Chil
     control_plane.kubectl(
         "patch", "secret", "tamper-credentials", "-n", namespace, "--type=merge", "-p", json.dumps(patch)
     )
-    restored = wait_for(
-        lambda: (
-            (s := get(control_plane, "secret", "tamper-credentials", namespace))
-            and decoded(s)["token-url"] == original["token-url"]
-            and s
-        ),
-        "the token-url to be restored",
-    )
+
+    def restored_secret() -> dict[str, Any] | None:
+        s = get(control_plane, "secret", "tamper-credentials", namespace)
+        return s if s and decoded(s)["token-url"] == original["token-url"] else None
+
+    restored = wait_for(restored_secret, "the token-url to be restored")
     # Restoring plain keys does not rotate the secret: workloads keep working.
     assert decoded(restored)["client-secret"] == original["client-secret"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +22,7 @@ from credward.security.store.codec import UnstorableText
 
 pytestmark = pytest.mark.integration
 
-text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=24)
+text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=24)
 texts = st.lists(text, max_size=4).map(tuple)
 offsets = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda m: timezone(timedelta(minutes=m)))
 times = st.datetimes(
@@ -73,14 +74,15 @@ async def test_any_account_round_trips(store: Store, account: Account, role_mapp
 )
 async def test_unstorable_text_is_refused_alike(store: Store, good: str, bad: str, field: str) -> None:
     value = good + bad
-    changes: dict[str, object] = {
+    options: dict[str, dict[str, Any]] = {
         "client_id": {"client_id": value},
         "display_name": {"display_name": value},
         "identity": {"identity": value},
         "audiences": {"audiences": (good, value)},
         "groups": {"groups": (value,)},
         "secrets": {"secrets": (SecretRecord(id="s", hash=value),)},
-    }[field]
+    }
+    changes = options[field]
     with pytest.raises(UnstorableText, match=field.split("_")[0]):
-        await store.put_account(replace(Account(client_id="c", identity="c@clients.test"), **changes))  # type: ignore[arg-type]
+        await store.put_account(replace(Account(client_id="c", identity="c@clients.test"), **changes))
     assert await store.get_account(value) is None
