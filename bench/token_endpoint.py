@@ -146,7 +146,7 @@ def raw_sign_rate(cpu: int, seconds: float, rounds: int = 3) -> dict[str, float]
 
 
 class Service:
-    def __init__(self, workdir: Path, cpu: int) -> None:
+    def __init__(self, workdir: Path, cpu: int, http_server: str = "credward") -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_urlsafe(32)
@@ -159,7 +159,7 @@ class Service:
             f"--store-url=sqlite:///{workdir / 'store.db'}", f"--keys-dir={workdir / 'keys'}",
             f"--hash-key-file={workdir / 'hash.key'}", "--dev-mode=true",
             "--admin-auth=bearer-file", f"--admin-token-file={workdir / 'admin-token'}",
-            "--log-level=WARNING",
+            "--log-level=WARNING", f"--http-server={http_server}",
         ]  # fmt: skip
         self._log = (workdir / "service.log").open("wb")
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDWARD_SECURITY_")}
@@ -324,7 +324,13 @@ def run_fixed_rate(service: Service, auth: str, rate: float, seconds: float, cpu
 # -- report -------------------------------------------------------------------------------
 
 
-def environment() -> dict[str, Any]:
+SERVERS = {
+    "credward": "credward.security.httpserver (httptools on uvloop), 1 worker; token endpoint native, the rest ASGI",
+    "uvicorn": "uvicorn + uvloop + httptools (corked: one write per response), 1 worker; token endpoint raw ASGI",
+}
+
+
+def environment(http_server: str) -> dict[str, Any]:
     import cryptography
     import uvicorn
 
@@ -344,7 +350,7 @@ def environment() -> dict[str, Any]:
         "cryptography": cryptography.__version__,
         "openssl": ssl.OPENSSL_VERSION,
         "uvicorn": uvicorn.__version__,
-        "server": "uvicorn + uvloop + httptools (corked: one write per response), 1 worker; token endpoint raw ASGI",
+        "server": SERVERS[http_server],
         "store": "SQLite",
         "scheduling_peak": "SCHED_FIFO" if realtime_env() else f"nice {PRIORITY} (SCHED_FIFO with --realtime)",
     }
@@ -366,6 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=2, help="peak runs (the best is reported)")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument(
+        "--http-server", choices=["credward", "uvicorn"], default="credward", help="the server under test"
+    )
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="run the measured processes SCHED_FIFO (root; for a busy shared machine)",
@@ -379,12 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu = cpus[0]
     load_cpus = cpus[1:] or cpus
-    env = environment()
+    env = environment(args.http_server)
     print(f"raw ES256 signing on cpu {server_cpu} ...", flush=True)
     sign = raw_sign_rate(server_cpu, seconds=2.0)
     print(f"  {sign}", flush=True)
     with workdir() as tmp:
-        service = Service(tmp, server_cpu)
+        service = Service(tmp, server_cpu, args.http_server)
         try:
             client_id, secret = service.register()
             auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
@@ -423,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_runs": peaks,
         "half_load": half_load,
         "http_floor_healthz": {
-            "what": "GET /healthz on the same worker: raw ASGI, no app work; the server's per-request cost alone",
+            "what": "GET /healthz on the same worker, no app work (native on credward, raw ASGI on uvicorn)",
             "requests_per_s": floor["tokens_per_s"],
             "requests_per_worker_cpu_s": floor["tokens_per_worker_cpu_s"],
             "p50_ms": floor["p50_ms"],

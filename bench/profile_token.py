@@ -1,0 +1,103 @@
+"""Where one token request's CPU time goes, without HTTP: ``OAuthService.token_now`` in a loop under cProfile.
+
+    python -m bench.profile_token [--requests 20000] [--top 25]
+
+Prints the per-request time of the whole call and of the raw ES256 signature
+alone, then the cProfile table (by own time) of the token path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import cProfile
+import pstats
+import secrets
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
+from credward.security.adminauth import BearerFileAuthenticator
+from credward.security.app import create_app
+from credward.security.model import Account, Permission, RoleMapping, SecretRecord
+from credward.security.service import Reply
+from credward.security.settings import AdminAuthMode, Settings
+from credward.security.store.sqlite import SQLiteStore
+
+
+async def setup(tmp: Path) -> tuple[object, bytes, str]:
+    (tmp / "admin-token").write_text("x" * 32)
+    hash_key = secrets.token_hex(32).encode()
+    settings = Settings(
+        issuer="http://127.0.0.1:9000",
+        store_url=f"sqlite:///{tmp / 'store.db'}",
+        hash_key_file=tmp / "hash.key",
+        keys_dir=tmp / "keys",
+        admin_auth=AdminAuthMode.BEARER_FILE,
+        admin_token_file=tmp / "admin-token",
+        dev_mode=True,
+    )
+    store = SQLiteStore(tmp / "store.db")
+    await store.migrate()
+    app = create_app(settings, store, BearerFileAuthenticator(tmp / "admin-token"), hash_key)
+    client_id, secret = new_client_id(), new_client_secret()
+    await store.put_account(
+        Account(
+            client_id=client_id,
+            identity=f"{client_id}@clients.127.0.0.1",
+            audiences=("https://storage.example",),
+            groups=("/bench/prod", "/bench"),
+            secrets=(SecretRecord("s1", hash_secret(hash_key, secret)),),
+            role_mappings=(RoleMapping("rb", ("reader",), (Permission(("read",), ("data",)),)),),
+            updated_at=datetime.now(UTC),
+        )
+    )
+    oauth = app.components.oauth
+    oauth.accounts._ttl = 1e9  # keep the account cached for the whole profile
+    await oauth.accounts.get(client_id)
+    auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return oauth, b"grant_type=client_credentials", auth
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="credward-profile-") as tmp:
+
+        async def run() -> None:
+            oauth, body, auth = await setup(Path(tmp))
+            form = "application/x-www-form-urlencoded"
+            token_now = oauth.token_now  # type: ignore[attr-defined]
+            reply = token_now(body, form, auth, "127.0.0.1")
+            assert isinstance(reply, Reply), reply
+            assert reply.status == 200, reply.body
+            n = args.requests
+            t0 = time.perf_counter()
+            for _ in range(n):
+                token_now(body, form, auth, "127.0.0.1")
+            per = (time.perf_counter() - t0) / n * 1e6
+            signer = oauth.keyring.keyset.signer  # type: ignore[attr-defined]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                signer._sign(b"e" * 420)
+            sign = (time.perf_counter() - t0) / n * 1e6
+            print(f"token_now: {per:.1f} us per token; signature alone: {sign:.1f} us; the rest: {per - sign:.1f} us")
+            profile = cProfile.Profile()
+            profile.enable()
+            for _ in range(n):
+                token_now(body, form, auth, "127.0.0.1")
+            profile.disable()
+            pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.top)
+
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
