@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -248,3 +249,26 @@ async def test_account_cache_serves_repeat_requests_without_store_reads(
     clock.now += 3  # past the 2 s cache TTL: one fresh read
     await token(http, client)
     assert memory_store.reads == reads + 1
+
+
+async def test_remembered_requests_keep_no_secret_and_are_still_checked(
+    http: httpx.AsyncClient, add_client: Callable[..., Client], memory_store: MemoryStore, app: CredwardApp
+) -> None:
+    """A repeated request skips parsing, but its secret is still checked against the account's live hashes."""
+    oauth = app.components.oauth
+    client = add_client()
+    assert (await token(http, client)).status_code == 200
+    assert (await token(http, client)).status_code == 200
+    remembered = list(oauth._parsed.values())
+    assert remembered
+    assert all(request.credentials.client_secret == "" for request, _ in remembered)
+    assert all(client.secret not in repr(value) for value in remembered)
+    # The secret is removed (rotation): the very same request is now refused.
+    account = memory_store.accounts[client.client_id]
+    memory_store.accounts[client.client_id] = replace(account, secrets=())
+    oauth.accounts.invalidate(client.client_id)
+    assert_error(await token(http, client), 401, "invalid_client")
+    # A wrong secret is never remembered.
+    before = len(oauth._parsed)
+    assert_error(await token(http, Client(client.client_id, client.secret + "x")), 401, "invalid_client")
+    assert len(oauth._parsed) == before
