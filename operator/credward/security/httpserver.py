@@ -75,6 +75,7 @@ class Limits:
     keep_alive_timeout: float = 5.0  # idle between requests
     shutdown_timeout: float = 10.0
     max_pipelined: int = 32  # parsed requests waiting behind a slow one before reading pauses
+    max_pipelined_bytes: int = 256 * 1024  # or their bodies together: bounds what one connection can make us hold
 
 
 def _status_line(status: int) -> bytes:
@@ -214,6 +215,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.in_head = False
         self.queue: deque[_Request] = deque()  # received whole, waiting behind a running one
+        self.queued_bytes = 0
         self.busy = False  # an awaiting request is running; answers must wait for it
         self.closing = False  # answer what is queued, then close
         self.paused = False
@@ -238,6 +240,7 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         self.closing = True
         self.queue.clear()
+        self.queued_bytes = 0
         if not self.disconnected.done():
             self.disconnected.set_result(None)
 
@@ -364,7 +367,9 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
         if self.busy or self.queue:
             self.queue.append(request)
-            if len(self.queue) >= self.limits.max_pipelined and not self.paused and self.transport is not None:
+            self.queued_bytes += request.size
+            full = len(self.queue) >= self.limits.max_pipelined or self.queued_bytes > self.limits.max_pipelined_bytes
+            if full and not self.paused and self.transport is not None:
                 self.transport.pause_reading()
                 self.paused = True
             return
@@ -404,6 +409,7 @@ class HttpProtocol(asyncio.Protocol):
     def _after_response(self, keep_alive: bool) -> None:
         if not keep_alive or (self.closing and not self.queue):
             self.queue.clear()
+            self.queued_bytes = 0
             self._close()
             return
         if self.request is None and not self.in_head:
@@ -432,9 +438,14 @@ class HttpProtocol(asyncio.Protocol):
         while self.queue and not self.busy:
             if self.transport is None or self.transport.is_closing():
                 self.queue.clear()
+                self.queued_bytes = 0
                 return
-            self._dispatch(self.queue.popleft())
-        if self.paused and len(self.queue) < self.limits.max_pipelined // 2 and self.transport is not None:
+            request = self.queue.popleft()
+            self.queued_bytes -= request.size
+            self._dispatch(request)
+        limits = self.limits
+        drained = len(self.queue) < limits.max_pipelined // 2 and self.queued_bytes <= limits.max_pipelined_bytes // 2
+        if self.paused and drained and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         if self.closing and not self.busy and not self.queue:

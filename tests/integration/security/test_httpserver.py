@@ -412,3 +412,27 @@ def test_sigterm_stops_the_service_cleanly(start_service: StartService) -> None:
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=15) == 0
     assert any('"outcome":"issued"' in line for line in service.audit_lines())
+
+
+def test_pipelined_bodies_behind_a_slow_request_pause_reading_and_all_get_answered(server: Running) -> None:
+    """A long-poll, then bodies beyond what a connection may queue: reading pauses, then resumes, order kept."""
+    sock = server.connect()
+    body = b"token=" + b"x" * (60 * 1024)
+    post = (
+        b"POST /oauth2/introspect HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    sock.sendall(
+        b"GET /v1/revocations?since=0&wait=1 HTTP/1.1\r\nHost: x\r\n\r\n" + post * 6 + token_request(server.auth)
+    )
+    reader = Reader(sock)
+    first = reader.read()
+    assert first[0] == 200
+    assert json.loads(first[2])["events"] == []
+    for _ in range(6):
+        status, _, answer = reader.read()
+        assert status == 400  # over the endpoint's 16 KiB
+        assert json.loads(answer)["error"] == "invalid_request"
+    status, _, answer = reader.read()
+    assert status == 200
+    assert b"access_token" in answer
