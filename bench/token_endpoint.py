@@ -7,8 +7,9 @@ What it does, in one run on this machine:
 1. **Raw sign rate**: ES256 signatures per second of one core with plain
    ``cryptography`` (``key.sign(data, ECDSA(SHA256()))`` over a token-sized
    signing input), pinned to the CPU the service will use.
-2. **Peak**: ``credward security serve`` (one worker process: uvicorn, uvloop,
-   httptools; SQLite store) pinned to that CPU, driven by ``wrk`` pinned to the
+2. **Peak**: ``credward security serve`` (one worker process on uvloop;
+   ``--http-server`` picks credward's own server, the default, or uvicorn;
+   SQLite store) pinned to that CPU, driven by ``wrk`` pinned to the
    other CPUs: keep-alive connections, fixed concurrency, client_secret_basic.
    Reports tokens/s, p50, p99, non-200 answers, and tokens per CPU-second of
    the worker (robust against other load on the machine).
