@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 token_now(body, form, auth, "127.0.0.1")
             profile.disable()
             pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.top)
+            await oauth.store.close()  # type: ignore[attr-defined]
 
         asyncio.run(run())
     return 0
