@@ -35,10 +35,11 @@ demo: install ## Control plane + operator + security service + example credentia
 ##@ Verification
 
 .PHONY: lint
-lint: install ## ruff, mypy --strict, and the import-layer contracts.
+lint: install ## ruff, mypy --strict (package, bench and tests), and the import-layer contracts.
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy tests
 	$(VENV)/bin/lint-imports
 
 .PHONY: fmt

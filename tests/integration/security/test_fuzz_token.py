@@ -17,6 +17,7 @@ import http.client
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote_plus, urlencode, urlsplit
 
 import httpx
@@ -584,7 +585,7 @@ def test_schemathesis_against_the_openapi_document(fuzz_target: tuple[Service, R
 
     @settings(FUZZ_SETTINGS, max_examples=SCHEMATHESIS_EXAMPLES)
     @given(case=cases)
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         response = case.call(base_url=service.base_url, session=session)
         why = f"schemathesis case: {case.as_curl_command()}"
         assert response.status_code < 500, f"{why}: {response.status_code} {response.text[:300]}"

@@ -20,7 +20,7 @@ def verify(service: Service, token: str, audience: str | list[str] | None = None
     """Unmodified PyJWT against the JWKS found through discovery, as a resource server would."""
     config = httpx.get(service.base_url + "/.well-known/openid-configuration").json()
     key = jwt.PyJWKClient(config["jwks_uri"]).get_signing_key_from_jwt(token)
-    options = {} if audience is not None else {"verify_aud": False}
+    options: jwt.types.Options = {} if audience is not None else {"verify_aud": False}
     claims: dict[str, Any] = jwt.decode(
         token, key.key, algorithms=["ES256"], issuer=service.base_url, audience=audience, options=options
     )

@@ -162,7 +162,7 @@ def test_kubeconfig_with_embedded_data_and_token(tmp_path: Path) -> None:
         .not_valid_before(now)
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(key, hashes.SHA256())
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
 

@@ -27,8 +27,9 @@ async def http(app: CredwardApp) -> AsyncIterator[httpx.AsyncClient]:
 
 async def token(http: httpx.AsyncClient, client: Client | None, **form: str) -> httpx.Response:
     data = {"grant_type": "client_credentials", **form}
-    auth = (client.client_id, client.secret) if client else None
-    return await http.post("/oauth2/token", data=data, auth=auth)
+    if client is None:
+        return await http.post("/oauth2/token", data=data)
+    return await http.post("/oauth2/token", data=data, auth=(client.client_id, client.secret))
 
 
 async def verify(http: httpx.AsyncClient, access_token: str, audience: str | list[str]) -> dict[str, Any]:
