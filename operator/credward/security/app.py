@@ -242,31 +242,22 @@ def create_app(
             return REPEATED_HEADER
         return None
 
-    async def introspect(request: Request) -> Response:
-        body = await _limited_body(request, MAX_BODY_BYTES)
-        if body is None:
-            return _reply_response(TOO_LARGE)
-        problem = _header_problem(request)
-        if problem is not None:
-            return _reply_response(problem)
-        headers = request.headers
-        reply = await c.oauth.introspect(
-            body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
-        )
-        return _reply_response(reply)
+    def form_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
+        """An RFC 6749-style form endpoint served by ``OAuthService.<name>`` (introspect, revoke)."""
 
-    async def revoke(request: Request) -> Response:
-        body = await _limited_body(request, MAX_BODY_BYTES)
-        if body is None:
-            return _reply_response(TOO_LARGE)
-        problem = _header_problem(request)
-        if problem is not None:
-            return _reply_response(problem)
-        headers = request.headers
-        reply = await c.oauth.revoke(
-            body, headers.get("content-type"), headers.get("authorization"), _client_ip(request)
-        )
-        return _reply_response(reply)
+        async def endpoint(request: Request) -> Response:
+            body = await _limited_body(request, MAX_BODY_BYTES)
+            if body is None:
+                return _reply_response(TOO_LARGE)
+            problem = _header_problem(request)
+            if problem is not None:
+                return _reply_response(problem)
+            headers = request.headers
+            handler: Callable[[bytes, str | None, str | None, str], Awaitable[Reply]] = getattr(c.oauth, name)
+            reply = await handler(body, headers.get("content-type"), headers.get("authorization"), _client_ip(request))
+            return _reply_response(reply)
+
+        return endpoint
 
     async def revocations(request: Request) -> Response:
         try:
@@ -389,8 +380,8 @@ def create_app(
         Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
         Route("/jwks.json", jwks, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/oauth2/introspect", introspect, methods=["POST"]),
-        Route("/oauth2/revoke", revoke, methods=["POST"]),
+        Route("/oauth2/introspect", form_endpoint("introspect"), methods=["POST"]),
+        Route("/oauth2/revoke", form_endpoint("revoke"), methods=["POST"]),
         Route("/v1/revocations", revocations, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

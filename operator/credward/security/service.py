@@ -317,18 +317,22 @@ class OAuthService:
             return None
         return claims
 
-    async def _client_from_form(self, form: dict[str, list[str]], authorization: str | None, ip: str) -> ClientEntry:
+    async def _caller_and_token(
+        self, body: bytes, content_type: str | None, authorization: str | None, ip: str
+    ) -> tuple[ClientEntry, str]:
+        """Authenticate the calling client (RFC 7662 §2.1, RFC 7009 §2.1) and read the ``token`` parameter."""
+        form = parse_form(body, content_type)
         now = self._clock()
         self._check_throttle(ip, self.ip_throttle, now)
-        return await self._authenticate(client_credentials(form, authorization), ip, now)
+        caller = await self._authenticate(client_credentials(form, authorization), ip, now)
+        token = single(form, "token")
+        if token is None:
+            raise InvalidRequest("token is required")
+        return caller, token
 
     async def introspect(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
         try:
-            form = parse_form(body, content_type)
-            caller = await self._client_from_form(form, authorization, ip)
-            token = single(form, "token")
-            if token is None:
-                raise InvalidRequest("token is required")
+            caller, token = await self._caller_and_token(body, content_type, authorization, ip)
             claims = self.decode(token)
             if claims is None or await self.store.is_token_revoked(str(claims["jti"])):
                 return json_reply(200, {"active": False})
@@ -346,11 +350,7 @@ class OAuthService:
 
     async def revoke(self, body: bytes, content_type: str | None, authorization: str | None, ip: str) -> Reply:
         try:
-            form = parse_form(body, content_type)
-            caller = await self._client_from_form(form, authorization, ip)
-            token = single(form, "token")
-            if token is None:
-                raise InvalidRequest("token is required")
+            caller, token = await self._caller_and_token(body, content_type, authorization, ip)
             claims = self.decode(token)
             if claims is None:  # RFC 7009 §2.2: invalid tokens do not cause an error
                 return Reply(200, b"")
