@@ -11,8 +11,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
 
+from credward.domain import paths
 from credward.domain.durations import parse_duration
 from credward.domain.timefmt import to_rfc3339
 
@@ -109,9 +110,32 @@ class CredentialStatus(_Model):
     conditions: tuple[Condition, ...] = ()
 
 
+def _normal_path(parts: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return paths.normalize(parts)
+    except paths.PathError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(values)) != len(values):
+        raise ValueError("values must be distinct")
+    return values
+
+
+Verb = Literal["read", "write"]
+
+
 class Permission(_Model):
-    verbs: tuple[Literal["read", "write"], ...]
-    path: tuple[str, ...]
+    """Verbs over a path, in the canonical form of :mod:`credward.domain.paths` (a trailing ``*`` dropped).
+
+    The one model of a permission: the CRD model, the admin API and the service's store all use it.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
+
+    verbs: Annotated[tuple[Verb, ...], Field(min_length=1, max_length=2), AfterValidator(_distinct)]
+    path: Annotated[tuple[str, ...], AfterValidator(_normal_path)]
 
 
 class RoleBindingSpec(_Model):

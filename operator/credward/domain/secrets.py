@@ -47,3 +47,8 @@ def verify_secret(key: bytes, secret: str, expected_hash: str) -> bool:
 def fingerprint(value: str) -> str:
     """A short, non-reversible tag of a secret or token, safe for logs."""
     return hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def hash_key_id(key: bytes) -> str:
+    """A public name of the secret-hash key: equal on the operator and the service iff they hold the same key."""
+    return hmac.digest(key, b"credward hash key id", "sha256").hex()[:16]
