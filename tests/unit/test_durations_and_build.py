@@ -6,7 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from credward.devcluster.build import kubernetes_wrapper_gomod, staging_modules, staging_version
+from credward.devcluster.build import (
+    kstatus_wrapper_gomod,
+    kubernetes_wrapper_gomod,
+    staging_modules,
+    staging_version,
+)
 from credward.domain.durations import format_duration, parse_duration
 from credward.errors import InvalidDuration
 from credward.operator.settings import OperatorSettings, SettingsError
@@ -60,6 +65,13 @@ def test_wrapper_pins_each_staging_module_to_matching_version() -> None:
     assert "\tk8s.io/api => k8s.io/api v0.35.4" in text
     assert "\tk8s.io/client-go => k8s.io/client-go v0.35.4" in text
     assert "github.com/other" not in text
+
+
+def test_kstatus_module_uses_the_control_plane_k8s_modules() -> None:
+    text = kstatus_wrapper_gomod("v0.37.2", "v1.35.4")
+    assert "\tsigs.k8s.io/cli-utils v0.37.2\n" in text
+    assert "\tk8s.io/apimachinery v0.35.4\n" in text
+    assert "\tk8s.io/api v0.35.4\n" in text
 
 
 def test_staging_version_rejects_garbage() -> None:

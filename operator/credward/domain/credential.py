@@ -37,6 +37,7 @@ from credward.api import (
 from credward.api.models import ActiveSecret, CredentialSpec, CredentialStatus
 from credward.domain import secrets as secretgen
 from credward.domain.conditions import ConditionSpec, find, merge_conditions
+from credward.domain.health import kstatus_conditions
 from credward.domain.timefmt import parse_rfc3339, to_rfc3339, truncate
 
 ANNOTATION_SECRET_CREATED = f"{GROUP}/secret-created-at"
@@ -288,7 +289,7 @@ def _conditions(
         if spec.revoked
         else ConditionSpec(REVOKED, "False", REASON_NOT_REVOKED, "")
     )
-    return [ready, exp, rev]
+    return kstatus_conditions([ready, exp, rev])
 
 
 def _transition_events(status: CredentialStatus, wanted: list[ConditionSpec], events: list[Event]) -> None:
@@ -305,8 +306,8 @@ def _conflict(ref: CredentialRef, status: CredentialStatus, secret_name: str, no
         f"Secret {secret_name} already exists and is not owned by this ServiceAccountCredential; "
         "credward never overwrites it. Delete or rename that Secret, or set spec.secretName to another name"
     )
-    wanted = [ConditionSpec(READY, "False", REASON_SECRET_CONFLICT, message)]
-    others = [c for c in status.conditions if c.type != READY]
+    wanted = kstatus_conditions([ConditionSpec(READY, "False", REASON_SECRET_CONFLICT, message)])
+    others = [c for c in status.conditions if c.type not in {w.type for w in wanted}]
     conditions = merge_conditions(status.conditions, wanted, now, ref.generation) + tuple(others)
     new_status = status.model_copy(update={"conditions": conditions, "observed_generation": ref.generation})
     doc = status_document(new_status)
