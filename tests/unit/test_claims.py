@@ -11,9 +11,12 @@ handed the public key through its own API:
 
 from __future__ import annotations
 
+import configparser
 import ctypes
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from typing import Any
 import jwt
 import pytest
 import scitokens
+import scitokens.utils.config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -178,6 +182,28 @@ def reissue_without_allowance(issued: Issued, key: ec.EllipticCurvePrivateKey, n
 # scitokens (Python) -------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def scitokens_cache(tmp_path: Path) -> Iterator[None]:
+    """The package's key cache (a SQLite file it creates even when handed the key) in this test's directory."""
+    with scitokens_cache_in(tmp_path):
+        yield
+
+
+@contextmanager
+def scitokens_cache_in(directory: Path) -> Iterator[None]:
+    """Point the scitokens package's cache at ``directory`` through its public ``set_config``, then back."""
+    config = configparser.ConfigParser(scitokens.utils.config.CONFIG_DEFAULTS)
+    config.add_section("scitokens")
+    config.set("scitokens", "cache_location", str(directory))
+    scitokens.set_config(config)
+    try:
+        yield
+    finally:
+        defaults = configparser.ConfigParser(scitokens.utils.config.CONFIG_DEFAULTS)
+        defaults.add_section("scitokens")
+        scitokens.set_config(defaults)
+
+
 def python_enforce(issued: Issued | str, pem: bytes, authz: str, path: str, audience: str = AUDIENCE) -> bool:
     token = issued.token if isinstance(issued, Issued) else issued
     parsed = scitokens.SciToken.deserialize(token, public_key=pem)
@@ -238,7 +264,7 @@ class _Acl(ctypes.Structure):
     _fields_ = [("authz", ctypes.c_char_p), ("resource", ctypes.c_char_p)]
 
 
-def _load_scitokens_cpp() -> ctypes.CDLL:
+def load_scitokens_cpp() -> ctypes.CDLL:
     lib = ctypes.CDLL("libSciTokens.so.0")
     err = ctypes.POINTER(_V)
     signatures: dict[str, tuple[list[Any], Any]] = {
@@ -265,12 +291,13 @@ def _message(err: ctypes.c_void_p) -> str:
 class ScitokensCpp:
     """scitokens-cpp's validator and enforcer for one profile, with the issuer's key stored offline."""
 
-    def __init__(self, lib: ctypes.CDLL, profile: int) -> None:
-        self._lib, self._profile = lib, profile
+    def __init__(self, lib: ctypes.CDLL, profile: int, issuer: str = ISSUER) -> None:
+        self._lib, self._profile, self._issuer = lib, profile, issuer.encode()
 
-    def trust(self, issued: Issued) -> None:
+    def trust(self, kid: str, public_pem: bytes) -> None:
+        """Store the issuer's public key in the library's key cache (what it would fetch from the JWKS)."""
         err = _V()
-        rc = self._lib.scitoken_store_public_ec_key(ISSUER.encode(), issued.kid.encode(), issued.public_pem, err)
+        rc = self._lib.scitoken_store_public_ec_key(self._issuer, kid.encode(), public_pem, err)
         assert rc == 0, _message(err)
 
     def verify(self, token: str) -> tuple[bool, str]:
@@ -286,7 +313,7 @@ class ScitokensCpp:
         assert not isinstance(handle, str), handle
         err = _V()
         audiences = (ctypes.c_char_p * 2)(audience.encode(), None)
-        enforcer = self._lib.enforcer_create(ISSUER.encode(), audiences, err)
+        enforcer = self._lib.enforcer_create(self._issuer, audiences, err)
         assert enforcer, _message(err)
         try:
             self._lib.enforcer_set_validate_profile(enforcer, self._profile)
@@ -300,7 +327,7 @@ class ScitokensCpp:
         handle = _V(self._lib.scitoken_create(None))
         self._lib.scitoken_set_deserialize_profile(handle, self._profile)
         err = _V()
-        issuers = (ctypes.c_char_p * 2)(ISSUER.encode(), None)
+        issuers = (ctypes.c_char_p * 2)(self._issuer, None)
         if self._lib.scitoken_deserialize_v2(token.encode(), handle, issuers, err) != 0:
             self._lib.scitoken_destroy(handle)
             return _message(err) or "refused"
@@ -312,7 +339,7 @@ def cpp_lib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ctypes.CDLL:
     """The library with its key cache (a SQLite file under $XDG_CACHE_HOME) in this test's directory."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    return _load_scitokens_cpp()
+    return load_scitokens_cpp()
 
 
 ACTIONS = {WLCG: ("storage.read", "storage.modify"), SCI: ("read", "write")}
@@ -325,7 +352,7 @@ def test_scitokens_cpp_accepts_and_enforces(
 ) -> None:
     cpp = ScitokensCpp(cpp_lib, CPP_PROFILE[profile])
     issued = issue(signer_key, profile)
-    cpp.trust(issued)
+    cpp.trust(issued.kid, issued.public_pem)
     assert cpp.verify(issued.token) == (True, "")
     read, write = ACTIONS[profile]
     assert cpp.allows(issued.token, read, "/store/artifacts")
@@ -342,7 +369,7 @@ def test_scitokens_cpp_honours_the_any_audience(
 ) -> None:
     cpp = ScitokensCpp(cpp_lib, CPP_PROFILE[profile])
     issued = issue(signer_key, profile, audience=ANY_AUDIENCE[profile])
-    cpp.trust(issued)
+    cpp.trust(issued.kid, issued.public_pem)
     assert cpp.allows(issued.token, ACTIONS[profile][0], "/store/artifacts/x", audience="https://elsewhere")
 
 
@@ -353,7 +380,7 @@ def test_scitokens_cpp_accepts_a_fresh_token_from_a_clock_a_second_ahead(
     cpp = ScitokensCpp(cpp_lib, CPP_PROFILE[profile])
     ahead = int(time.time()) + 1
     issued = issue(signer_key, profile, now=ahead)
-    cpp.trust(issued)
+    cpp.trust(issued.kid, issued.public_pem)
     assert cpp.verify(issued.token) == (True, "")
     accepted, message = cpp.verify(reissue_without_allowance(issued, signer_key, ahead))
     assert not accepted, "without the allowance a validator a second behind refuses the token"
@@ -366,7 +393,7 @@ def test_scitokens_cpp_wlcg_token_without_scope_is_valid_and_allows_nothing(
     """WLCG makes scope optional: the token is valid (groups and roles still hold), it grants no path."""
     cpp = ScitokensCpp(cpp_lib, WLCG_1_0)
     issued = issue(signer_key, WLCG, scopes=())
-    cpp.trust(issued)
+    cpp.trust(issued.kid, issued.public_pem)
     assert cpp.verify(issued.token) == (True, "")
     assert not cpp.allows(issued.token, "storage.read", "/")
 
@@ -377,7 +404,7 @@ def test_scitokens_cpp_refuses_a_token_of_the_other_profile(
     """Each token claims one profile (one version claim), so a strict validator of the other refuses it."""
     wlcg, sci = issue(signer_key, WLCG), issue(signer_key, SCI)
     cpp = ScitokensCpp(cpp_lib, WLCG_1_0)
-    cpp.trust(wlcg)
+    cpp.trust(wlcg.kid, wlcg.public_pem)
     assert cpp.verify(wlcg.token)[0]
     assert not cpp.verify(sci.token)[0]
     assert not ScitokensCpp(cpp_lib, SCITOKENS_2_0).verify(wlcg.token)[0]
