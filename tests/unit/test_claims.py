@@ -398,6 +398,17 @@ def test_scitokens_cpp_wlcg_token_without_scope_is_valid_and_allows_nothing(
     assert not cpp.allows(issued.token, "storage.read", "/")
 
 
+def test_scitokens_cpp_scitokens_token_without_scope_allows_nothing(
+    cpp_lib: ctypes.CDLL, signer_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """SciTokens 2.0 requires scope: refusing the token and accepting it for no path are both right."""
+    cpp = ScitokensCpp(cpp_lib, SCITOKENS_2_0)
+    issued = issue(signer_key, SCI, scopes=())
+    cpp.trust(issued.kid, issued.public_pem)
+    accepted, _ = cpp.verify(issued.token)
+    assert not accepted or not cpp.allows(issued.token, "read", "/")
+
+
 def test_scitokens_cpp_refuses_a_token_of_the_other_profile(
     cpp_lib: ctypes.CDLL, signer_key: ec.EllipticCurvePrivateKey
 ) -> None:

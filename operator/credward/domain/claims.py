@@ -18,10 +18,10 @@ profile, whose scope names it uses.
 An account without permissions gets no ``scope`` member at all (in the token
 and in the token response): an empty string is not a scope (RFC 6749 §3.3
 needs at least one token) and oauthlib reads it as ``['']``. WLCG makes
-``scope`` optional. SciTokens 2.0 calls it REQUIRED, so a SciTokens validator
-refuses such a token as a whole, which is the right answer for an account
-that may do nothing there; its ``roles`` still serve resource servers that
-authorize by role (``credward.client``).
+``scope`` optional. SciTokens 2.0 calls it REQUIRED: the ``scitokens``
+package refuses such a token and scitokens-cpp accepts it for no path, both
+right for an account that may do nothing there; its ``roles`` still serve
+resource servers that authorize by role (``credward.client``).
 """
 
 from __future__ import annotations
