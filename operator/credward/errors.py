@@ -4,7 +4,8 @@
 
     CredwardError
     ├── InvalidSpec            a resource's spec cannot be acted on (-> kopf.PermanentError)
-    │   └── InvalidDuration    a duration string is malformed or out of range
+    │   ├── InvalidDuration    a duration string is malformed or out of range
+    │   └── PathError          a permission path breaks the path rule (also a ValueError)
     ├── Conflict               an object credward must write is owned by someone else
     │   └── SecretConflict     a Secret of the wanted name exists and is not ours
     ├── TransientError         worth retrying later (-> kopf.TemporaryError)
@@ -37,6 +38,10 @@ class InvalidSpec(CredwardError):
 
 class InvalidDuration(InvalidSpec):
     """A duration string is malformed or out of range."""
+
+
+class PathError(InvalidSpec, ValueError):
+    """A path breaks the one path rule (credward.domain.paths); the message says why and how to write it."""
 
 
 class Conflict(CredwardError):
