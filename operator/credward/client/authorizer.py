@@ -151,6 +151,7 @@ class ClientCredentialsAuthorizer(httpx.Auth):
         self._token: CachedToken | None = None
         self._token_url: str | None = settings.token_url
         self._lock = threading.Lock()
+        self._loop_locks_guard = threading.Lock()
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
@@ -213,7 +214,7 @@ class ClientCredentialsAuthorizer(httpx.Auth):
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
-        with self._lock:
+        with self._loop_locks_guard:  # never the fetch lock: a sync fetch in another thread must not block the loop
             lock = self._async_locks.get(loop)
             if lock is None:
                 lock = self._async_locks[loop] = asyncio.Lock()

@@ -233,6 +233,7 @@ class TokenValidator:
         self._last_refresh_attempt = float("-inf")
         self._jwks_fetches = 0
         self._refresh_lock = threading.Lock()
+        self._loop_locks_guard = threading.Lock()
         self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
@@ -342,19 +343,15 @@ class TokenValidator:
         """How many times the JWKS has been fetched (for metrics and tests)."""
         return self._jwks_fetches
 
-    def _may_fetch(self, now: float) -> bool:
-        return now - self._last_refresh_attempt >= self._min_refresh
+    def _may_fetch(self) -> bool:
+        return self._clock() - self._last_refresh_attempt >= self._min_refresh
 
     def _wants_refresh(self, kid: str | None) -> bool:
+        """No keys yet, an unknown kid, or keys past their age (the rate limit is applied under the lock)."""
         if self._static:
             return False
         keys = self._keys
-        now = self._clock()
-        if keys is None:
-            return self._may_fetch(now)
-        if self._lookup(keys, kid) is None or now - keys.fetched_at >= self._max_age:
-            return self._may_fetch(now)
-        return False
+        return keys is None or self._lookup(keys, kid) is None or self._clock() - keys.fetched_at >= self._max_age
 
     def refresh_keys(self) -> None:
         """Fetch the JWKS now (no rate limit): e.g. at startup, to fail fast if the issuer is unreachable."""
@@ -365,8 +362,9 @@ class TokenValidator:
             self._fetch_keys_sync()
 
     def _refresh_sync(self, kid: str | None) -> None:
+        # Callers that find a refresh under way wait for it, then see its keys.
         with self._refresh_lock:
-            if not self._wants_refresh(kid):  # another thread just did it
+            if not self._wants_refresh(kid) or not self._may_fetch():
                 return
             self._last_refresh_attempt = self._clock()
             try:
@@ -376,7 +374,7 @@ class TokenValidator:
 
     async def _refresh_async(self, kid: str | None) -> None:
         async with self._async_lock():
-            if not self._wants_refresh(kid):
+            if not self._wants_refresh(kid) or not self._may_fetch():
                 return
             self._last_refresh_attempt = self._clock()
             try:
@@ -391,7 +389,7 @@ class TokenValidator:
 
     def _async_lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()
-        with self._refresh_lock:
+        with self._loop_locks_guard:  # never the fetch lock: a sync fetch in another thread must not block the loop
             lock = self._async_locks.get(loop)
             if lock is None:
                 lock = self._async_locks[loop] = asyncio.Lock()
