@@ -188,6 +188,8 @@ async def _read_kubernetes(args: argparse.Namespace) -> tuple[str, dict[str, Any
 
 def _service_view(base_url: str | None, token: str | None, client_id: str | None) -> tuple[Any, str | None]:
     """The AccountView, or None and a note saying why there is none."""
+    from pydantic import ValidationError
+
     from credward.api.admin import AccountView
 
     if base_url is None:
@@ -205,7 +207,11 @@ def _service_view(base_url: str | None, token: str | None, client_id: str | None
         return None, f"does not know client {client_id} (not registered)"
     if response.status_code != 200:
         return None, f"answered {response.status_code} at {url}"
-    return AccountView.model_validate_json(response.content), None
+    try:
+        return AccountView.model_validate_json(response.content), None
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in exc.errors())
+        return None, f"answered a view that is not an AccountView ({fields})"
 
 
 def status_command(args: argparse.Namespace) -> int:
