@@ -54,7 +54,8 @@ log = logging.getLogger("credward.client")
 ASYMMETRIC_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "sub")
 DEFAULT_LEEWAY = 30.0
-_MAX_HEADERS = 64
+_MAX_HEADERS = 64  # distinct token headers remembered (one per signing key, in practice)
+_MAX_AUTHORITIES = 4096  # distinct (scope, roles) pairs remembered
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -238,6 +239,7 @@ class TokenValidator:
             weakref.WeakKeyDictionary()
         )
         self._headers: dict[str, tuple[str | None, str]] = {}
+        self._authorities: dict[tuple[str, tuple[str, ...]], tuple[tuple[access.Grant, ...], frozenset[str]]] = {}
         self._cache: VerifiedCache[AccessToken] = VerifiedCache(cache_size, clock)
         self._jwt = jwt.PyJWT()
         self._options: Options = {"require": list(REQUIRED_CLAIMS), "verify_aud": audience is not None}
@@ -324,17 +326,24 @@ class TokenValidator:
         revoked = self._revoked
         if revoked and revoked.is_revoked(claims):
             raise InvalidToken(Check.REVOKED, "the token or its account has been revoked")
-        roles = claims.get("roles")
-        verified = AccessToken(
-            MappingProxyType(claims),
-            access.parse_grants(claims.get("scope"), self._actions),
-            frozenset(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else frozenset(),
-        )
+        grants, roles = self._authority(claims.get("scope"), claims.get("roles"))
+        verified = AccessToken(MappingProxyType(claims), grants, roles)
         exp = claims["exp"]
         if isinstance(exp, int | float):
             # Cached until the moment the exp check would refuse it; a revocation seen meanwhile keeps it out.
             self._cache.put(token, verified, exp + self._leeway, admit=lambda: not revoked.is_revoked(claims))
         return verified
+
+    def _authority(self, scope: object, roles: object) -> tuple[tuple[access.Grant, ...], frozenset[str]]:
+        """Grants and roles, parsed once per distinct (scope, roles): the tokens of one account all share them."""
+        role_names = tuple(r for r in roles if isinstance(r, str)) if isinstance(roles, list) else ()
+        key = (scope if isinstance(scope, str) else "", role_names)
+        known = self._authorities.get(key)
+        if known is None:
+            if len(self._authorities) >= _MAX_AUTHORITIES:
+                self._authorities.clear()
+            known = self._authorities[key] = (access.parse_grants(key[0], self._actions), frozenset(role_names))
+        return known
 
     # -- keys -----------------------------------------------------------------------------------------
 
