@@ -360,7 +360,9 @@ class TokenValidator:
         if self._static:
             return False
         keys = self._keys
-        return keys is None or self._lookup(keys, kid) is None or self._clock() - keys.fetched_at >= self._max_age
+        if keys is None or self._lookup(keys, kid) is None:
+            return True  # callers wait for a refresh under way, or make one if the rate limit allows
+        return self._clock() - keys.fetched_at >= self._max_age and self._may_fetch()  # stale: refresh, never wait
 
     def refresh_keys(self) -> None:
         """Fetch the JWKS now (no rate limit): e.g. at startup, to fail fast if the issuer is unreachable."""

@@ -205,3 +205,24 @@ def test_revocation_feed_refuses_revoked_tokens_and_accounts(service: Service) -
             r = http.post(f"/v1/admin/accounts/{client.client_id}/revoke", headers=service.admin_headers())
         assert r.status_code == 200, r.text
         wait_until_revoked(validator, other)
+
+
+def test_a_withdrawn_key_stops_verifying_once_the_keys_are_stale(start_service: StartService) -> None:
+    service = start_service()
+    old_kid = kids(service)[0]
+    validator = TokenValidator(service.base_url, audience=AUDIENCE, jwks_max_age=0.5, jwks_min_refresh_interval=0.5)
+    validator.verify(token_of(service))
+    signed_by_old = token_of(service)  # not yet seen by the validator
+    # emergency rotation: a new current key, the old one withdrawn at once
+    (service.keys_dir / "current.pem").write_bytes(key_to_pem(generate_key(SigningAlgorithm.ES256)))
+    deadline = time.monotonic() + 10
+    while old_kid in kids(service):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.6)  # the validator's keys are now older than jwks_max_age
+    failure = refused(validator, signed_by_old)
+    assert failure.check is Check.KEY
+    assert validator.jwks_fetches == 2
+    assert validator.verify(token_of(service)).subject  # the new key verifies without another fetch
+    assert validator.jwks_fetches == 2
+    validator.close()
