@@ -165,3 +165,18 @@ def test_httpx_flow_retries_once_after_401(secret_file: Path) -> None:
     with pytest.raises(StopIteration):
         ok.send(httpx.Response(403))  # not a token problem: no retry
     assert auth.fetch_count == 2
+
+
+def test_logs_carry_a_fingerprint_never_the_token_or_secret(
+    secret_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from credward.domain.secrets import fingerprint
+
+    clock, seen = Clock(), list[httpx.Request]()
+    auth = authorizer(secret_file, clock, seen)
+    with caplog.at_level("DEBUG", logger="credward.client"):
+        token = auth.get_token()
+    assert fingerprint(token) in caplog.text
+    assert token not in caplog.text
+    assert SECRET not in caplog.text
+    assert token not in repr(auth)
