@@ -45,8 +45,10 @@ def test_bindings_of_one_account_are_merged_and_removed_exactly(
         binding("writers", "app", roles=["writer"], permissions=[{"verbs": ["write"], "path": ["store", "out", "*"]}]),
         namespace,
     )
-    for name in ("readers", "writers"):
-        wait_for(lambda name=name: synced(control_plane, namespace, name), f"{name} Synced")
+    wait_for(
+        lambda: synced(control_plane, namespace, "readers") and synced(control_plane, namespace, "writers"),
+        "both bindings Synced",
+    )
     assert mapping_names(security, client_id) == {"readers", "writers"}
     claims = token_claims(control_plane, security, namespace, "app")
     assert set(claims["roles"]) == {"reader", "writer"}
@@ -102,10 +104,9 @@ def test_binding_change_reaches_the_token_endpoint(
             binding("moving", "live", permissions=[{"verbs": ["read"], "path": ["data", part]}]),
             namespace,
         )
-        wait_for(
-            lambda part=part: any(
-                s.endswith(f":/data/{part}")
-                for s in token_claims(control_plane, security, namespace, "live").get("scope", "").split()
-            ),
-            f"a token with /data/{part}",
-        )
+
+        def granted(part: str = part) -> bool:
+            scopes = token_claims(control_plane, security, namespace, "live").get("scope", "").split()
+            return any(s.endswith(f":/data/{part}") for s in scopes)
+
+        wait_for(granted, f"a token with /data/{part}")

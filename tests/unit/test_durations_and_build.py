@@ -9,7 +9,6 @@ import pytest
 from credward.devcluster.build import kubernetes_wrapper_gomod, staging_modules, staging_version
 from credward.domain.durations import format_duration, parse_duration
 from credward.errors import InvalidDuration
-from credward.operator.settings import OperatorSettings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -65,17 +64,3 @@ def test_wrapper_pins_each_staging_module_to_matching_version() -> None:
 def test_staging_version_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a Kubernetes release"):
         staging_version("1.35")
-
-
-def test_operator_settings_defaults_and_endpoints() -> None:
-    s = OperatorSettings.from_env({})
-    assert s.endpoints.token_url == "http://credward-security:9000/oauth2/token"
-    assert s.endpoints.issuer == "http://credward-security:9000"
-    assert s.namespaces == ()
-
-
-def test_operator_settings_fail_loudly_naming_the_key() -> None:
-    with pytest.raises(SettingsError, match="CREDWARD_SECURITY_BASE_URL"):
-        OperatorSettings.from_env({"CREDWARD_SECURITY_BASE_URL": "ftp://x"})
-    with pytest.raises(SettingsError, match="CREDWARD_RESYNC"):
-        OperatorSettings.from_env({"CREDWARD_RESYNC": "often"})
