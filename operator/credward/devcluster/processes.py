@@ -140,11 +140,11 @@ def security_process(
     home = state / "security"
     home.mkdir(parents=True, exist_ok=True)
     admin_token, hash_key = home / "admin-token", home / "hash.key"
-    for path, make in ((admin_token, lambda: secrets.token_urlsafe(32)), (hash_key, lambda: secrets.token_hex(32))):
+    for path, value in ((admin_token, secrets.token_urlsafe(32)), (hash_key, secrets.token_hex(32))):
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
-                fh.write(make())
+                fh.write(value)
     proc = ChildProcess(
         "credward security",
         [
