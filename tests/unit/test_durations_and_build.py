@@ -14,7 +14,6 @@ from credward.devcluster.build import (
 )
 from credward.domain.durations import format_duration, parse_duration
 from credward.errors import InvalidDuration
-from credward.operator.settings import OperatorSettings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -77,17 +76,3 @@ def test_kstatus_module_uses_the_control_plane_k8s_modules() -> None:
 def test_staging_version_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a Kubernetes release"):
         staging_version("1.35")
-
-
-def test_operator_settings_defaults_and_endpoints() -> None:
-    s = OperatorSettings.from_env({})
-    assert s.endpoints.token_url == "http://credward-security:9000/oauth2/token"
-    assert s.endpoints.issuer == "http://credward-security:9000"
-    assert s.namespaces == ()
-
-
-def test_operator_settings_fail_loudly_naming_the_key() -> None:
-    with pytest.raises(SettingsError, match="CREDWARD_SECURITY_BASE_URL"):
-        OperatorSettings.from_env({"CREDWARD_SECURITY_BASE_URL": "ftp://x"})
-    with pytest.raises(SettingsError, match="CREDWARD_RESYNC"):
-        OperatorSettings.from_env({"CREDWARD_RESYNC": "often"})

@@ -6,20 +6,15 @@ tests/integration/test_kstatus.py, run through the real kstatus.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.unit.test_credential_decide import held_after, observe, run, status_of
 
 from credward.api.models import CredentialSpec, CredentialStatus
 from credward.domain import credential
 from credward.domain.conditions import ConditionSpec
-from credward.domain.credential import CredentialRef, Endpoints, ObservedSecret, decide
+from credward.domain.credential import ObservedSecret
 from credward.domain.health import NEEDS_A_PERSON, RECONCILING, STALLED, kstatus_conditions
-
-NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-ENDPOINTS = Endpoints(issuer="https://auth.example.org", token_url="https://auth.example.org/oauth2/token")
-REF = CredentialRef(namespace="ci", name="builder", uid="uid-1", generation=2, created=NOW - timedelta(hours=1))
 
 
 def by_type(conditions: list[ConditionSpec]) -> dict[str, ConditionSpec]:
@@ -95,14 +90,20 @@ def test_the_reasons_that_need_a_person_are_the_credential_reasons() -> None:
     }
 
 
-def conditions_of(spec: CredentialSpec, secret: ObservedSecret | None = None) -> dict[str, tuple[str, str]]:
-    plan = decide(REF, spec, CredentialStatus(), secret, ENDPOINTS, NOW)
-    assert plan.status is not None
-    return {c["type"]: (c["status"], c["reason"]) for c in plan.status["conditions"]}
+def conditions_of(s: CredentialSpec, secret: ObservedSecret | None = None) -> dict[str, tuple[str, str]]:
+    """The conditions once the service has taken the account (or, with a foreign Secret, at once)."""
+    first = run(s, CredentialStatus(), secret)
+    if secret is not None:
+        assert first.status is not None
+        return {c["type"]: (c["status"], c["reason"]) for c in first.status["conditions"]}
+    settled = run(s, status_of(first), observe(first), service=held_after(first))
+    status = status_of(settled) if settled.status is not None else status_of(first)
+    return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
 def test_decide_states_reconciling_and_stalled_for_each_state() -> None:
     ok = conditions_of(CredentialSpec.model_validate({"displayName": "b"}))
+    assert ok["Ready"] == ("True", "SecretReady")
     assert ok[RECONCILING] == ok[STALLED] == ("False", "SecretReady")
     revoked = conditions_of(CredentialSpec.model_validate({"displayName": "b", "revoked": True}))
     assert revoked[STALLED] == ("True", "Revoked")

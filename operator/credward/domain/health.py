@@ -45,6 +45,9 @@ NEEDS_A_PERSON: Mapping[str, str] = {
     "SecretConflict": "Until a person does, the credential has no Secret and its account no client secret",
     "Expired": "Delete and recreate the credential to get a working account",
     "Revoked": "Set spec.revoked to false to unblock the account, or delete the credential",
+    "SecretRefused": "Fix what the API server refused (as said first), e.g. spec.secretTemplate or a policy",
+    "Refused": "Fix what the security service refused (as said first) in the spec or the service",
+    "HashKeyMismatch": "Give the operator and the security service the same secret-hash key Secret",
 }
 
 
