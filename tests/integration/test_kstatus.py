@@ -10,27 +10,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.kstatus import Health, compute
 from tests.support.kube import apply, condition, get, wait_for
+from tests.unit.test_credential_decide import NOW, REF, held_after, observe, run, status_of
 
 from credward.api import API_VERSION, CREDENTIAL_KIND
 from credward.api.models import CredentialSpec, CredentialStatus, RoleBindingStatus
 from credward.devcluster import Builder, ControlPlane
 from credward.devcluster.processes import ChildProcess
 from credward.domain.conditions import ConditionSpec, merge_conditions
-from credward.domain.credential import CredentialRef, Endpoints, ObservedSecret, decide, status_document
+from credward.domain.credential import ObservedSecret, status_document
 from credward.domain.health import kstatus_conditions
 
 pytestmark = pytest.mark.integration
-
-NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
-ENDPOINTS = Endpoints(issuer="https://auth.example.org", token_url="https://auth.example.org/oauth2/token")
-REF = CredentialRef(namespace="ci", name="builder", uid="uid-1", generation=2, created=NOW - timedelta(hours=1))
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +48,12 @@ def credential_object(status: dict[str, Any] | None, *, generation: int = REF.ge
 
 
 def decided(spec: dict[str, Any], secret: ObservedSecret | None = None) -> dict[str, Any]:
-    """The credential as decide() leaves it: its status document on an object of the same generation."""
-    plan = decide(REF, CredentialSpec.model_validate(spec), CredentialStatus(), secret, ENDPOINTS, NOW)
+    """The credential as decide() leaves it once the service took the account (a conflict: at once)."""
+    s = CredentialSpec.model_validate(spec)
+    plan = run(s, CredentialStatus(), secret)
+    if secret is None:
+        settled = run(s, status_of(plan), observe(plan), service=held_after(plan))
+        plan = settled if settled.status is not None else plan
     assert plan.status is not None
     return credential_object(plan.status)
 
@@ -98,7 +98,7 @@ def test_a_spec_change_not_yet_seen_reads_in_progress(kstatus: Path) -> None:
 @pytest.mark.parametrize("ready_status", ["False", "Unknown"])
 def test_work_in_progress_reads_in_progress_with_its_reason(kstatus: Path, ready_status: str) -> None:
     wanted = kstatus_conditions([ConditionSpec("Ready", ready_status, "Registering", "Registering the account")])  # type: ignore[arg-type]
-    status = CredentialStatus(observed_generation=REF.generation, conditions=merge_conditions((), wanted, NOW, 2))
+    status = CredentialStatus(observed_generation=REF.generation, conditions=merge_conditions((), wanted, NOW, REF.generation))
     health = compute(kstatus, credential_object(status_document(status)))
     assert health == Health("InProgress", "Registering the account", "Registering")
 
