@@ -117,6 +117,23 @@ class LimitedApp:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.forced = False  # the grace period is over: requests are being cancelled
+        # Requests waiting for body bytes, with their deadlines; one sweeper enforces them all, which costs a
+        # request a dict entry instead of a timer of its own.
+        self.reading: dict[_Request, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(0.25, self.limits.body_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self._expire_due(loop.time())
+
+    def _expire_due(self, now: float) -> None:
+        # A function of its own, so that no reference to a request outlives it: granian keeps a connection (and
+        # its unread body) for as long as anything holds the request's receive callable.
+        for request in [request for request, deadline in self.reading.items() if deadline <= now]:
+            request.expire()
 
     def stop(self, grace: float) -> None:
         """End open streams now, and cancel whatever request is still in the app after ``grace`` seconds.
@@ -149,8 +166,10 @@ class LimitedApp:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
+            if self._sweeper is None:
+                self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         try:
-            await _Request(self, receive, send).run(scope)
+            await _Request(self, task, receive, send).run(scope)
         finally:
             if capped:
                 self.active -= 1
@@ -161,23 +180,42 @@ class LimitedApp:
 class _Request:
     """One request's body accounting; once the layer has answered, the app's own sends are dropped."""
 
-    __slots__ = ("_deadline", "_done", "_layer", "_receive", "_received", "_send", "_started", "answered")
+    __slots__ = (
+        "_deadline",
+        "_done",
+        "_layer",
+        "_receive",
+        "_received",
+        "_send",
+        "_started",
+        "_task",
+        "_timed_out",
+        "answered",
+    )
 
-    def __init__(self, layer: LimitedApp, receive: Receive, send: Send) -> None:
+    def __init__(self, layer: LimitedApp, task: asyncio.Task[Any] | None, receive: Receive, send: Send) -> None:
         self._layer = layer
+        self._task = task
         self._receive = receive
         self._send = send
         self._received = 0
         self._deadline: float | None = None
         self._done = False
         self._started = False
+        self._timed_out = False
         self.answered = False
+
+    def expire(self) -> None:
+        """The body deadline passed while waiting for it: interrupt that wait (see :meth:`receive`)."""
+        if not self._timed_out and self._task is not None:
+            self._timed_out = True
+            self._task.cancel()
 
     async def run(self, scope: Scope) -> None:
         try:
             await self._layer.app(scope, self.receive, self.send)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
+            task = self._task
             if not self._layer.forced or task is None:
                 raise
             task.uncancel()  # cancelled by this layer when the shutdown grace period ended: answer if possible
@@ -200,14 +238,26 @@ class _Request:
             return DISCONNECT
         if self._done:
             return await self._after_body()
-        loop = asyncio.get_running_loop()
         if self._deadline is None:
-            self._deadline = loop.time() + self._layer.limits.body_timeout
-        try:
-            async with asyncio.timeout_at(self._deadline):
+            self._deadline = asyncio.get_running_loop().time() + self._layer.limits.body_timeout
+        if self._task is None:  # not run as a task of its own: a timer of its own
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    message = await self._receive()
+            except TimeoutError:
+                return await self._refuse(TOO_SLOW)
+        else:
+            reading = self._layer.reading
+            reading[self] = self._deadline
+            try:
                 message = await self._receive()
-        except TimeoutError:
-            return await self._refuse(TOO_SLOW)
+            except asyncio.CancelledError:
+                if not self._timed_out:
+                    raise
+                self._task.uncancel()
+                return await self._refuse(TOO_SLOW)
+            finally:
+                reading.pop(self, None)
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
             if self._received > self._layer.limits.max_body_bytes:
