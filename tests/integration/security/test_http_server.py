@@ -274,7 +274,7 @@ def test_100_continue_only_for_http_1_1(server: Service, auth: bytes) -> None:
             early = sock.recv(1024)
         except TimeoutError:
             early = b""
-        assert early.startswith(b"HTTP/1.1 100 Continue\r\n") is interim, (version, early)
+        assert early.startswith(b"HTTP/1.1 100 ") is interim, (version, early)  # the reason phrase is optional
         sock.sendall(body)
         reader = Reader(sock)
         reader.buffer = early.split(b"\r\n\r\n", 1)[1] if interim else early
