@@ -98,7 +98,9 @@ def test_a_spec_change_not_yet_seen_reads_in_progress(kstatus: Path) -> None:
 @pytest.mark.parametrize("ready_status", ["False", "Unknown"])
 def test_work_in_progress_reads_in_progress_with_its_reason(kstatus: Path, ready_status: str) -> None:
     wanted = kstatus_conditions([ConditionSpec("Ready", ready_status, "Registering", "Registering the account")])  # type: ignore[arg-type]
-    status = CredentialStatus(observed_generation=REF.generation, conditions=merge_conditions((), wanted, NOW, REF.generation))
+    status = CredentialStatus(
+        observed_generation=REF.generation, conditions=merge_conditions((), wanted, NOW, REF.generation)
+    )
     health = compute(kstatus, credential_object(status_document(status)))
     assert health == Health("InProgress", "Registering the account", "Registering")
 
