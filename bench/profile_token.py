@@ -20,9 +20,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
 from credward.api.admin import RoleMapping, SecretHash
 from credward.api.models import Permission
+from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
 from credward.security.adminauth import BearerFileAuthenticator
 from credward.security.app import build_services
 from credward.security.model import Account

@@ -6,7 +6,9 @@ exactly what the app reads and sends (raw paths, whether the body was read)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -96,9 +98,30 @@ def services(settings: Settings, store: SQLiteStore, clock: FakeClock) -> Servic
     return build_services(settings, store, _authenticator(settings), HASH_KEY, clock)
 
 
+@asynccontextmanager
+async def running(app: CredwardApp) -> AsyncIterator[CredwardApp]:
+    """The app between its ASGI lifespan startup and shutdown, as a server runs it (httpx's transport runs none)."""
+    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def send(message: dict[str, Any]) -> None:
+        await from_app.put(message)
+
+    task = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}}, to_app.get, send))  # type: ignore[arg-type]
+    await to_app.put({"type": "lifespan.startup"})
+    assert (await from_app.get())["type"] == "lifespan.startup.complete"
+    try:
+        yield app
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        assert (await from_app.get())["type"] == "lifespan.shutdown.complete"
+        await task
+
+
 @pytest.fixture
-def app(settings: Settings, store: SQLiteStore, clock: FakeClock) -> CredwardApp:
-    return create_app(settings, store, _authenticator(settings), HASH_KEY, clock)
+async def app(settings: Settings, store: SQLiteStore, clock: FakeClock) -> AsyncIterator[CredwardApp]:
+    async with running(create_app(settings, store, _authenticator(settings), HASH_KEY, clock)) as started:
+        yield started
 
 
 @pytest.fixture

@@ -79,9 +79,7 @@ async def test_client_secret_post(http: httpx.AsyncClient, add_client: AddClient
     assert response.status_code == 200, response.text
 
 
-async def test_two_auth_methods_at_once_is_invalid_request(
-    http: httpx.AsyncClient, add_client: AddClient
-) -> None:
+async def test_two_auth_methods_at_once_is_invalid_request(http: httpx.AsyncClient, add_client: AddClient) -> None:
     client = await add_client()
     response = await token(http, client, client_secret=client.secret)
     assert_error(response, 400, "invalid_request")
@@ -125,9 +123,7 @@ async def test_grant_type_errors(
     assert_error(response, 400, error)
 
 
-async def test_repeated_parameter_is_invalid_request(
-    http: httpx.AsyncClient, add_client: AddClient
-) -> None:
+async def test_repeated_parameter_is_invalid_request(http: httpx.AsyncClient, add_client: AddClient) -> None:
     client = await add_client()
     response = await http.post(
         "/oauth2/token",
@@ -157,9 +153,7 @@ async def test_get_is_not_allowed(http: httpx.AsyncClient) -> None:
         ("storage.read:/data storage.modify:/data/out/x", "storage.read:/data storage.modify:/data/out/x"),
     ],
 )
-async def test_downscoping(
-    http: httpx.AsyncClient, add_client: AddClient, scope: str, granted: str
-) -> None:
+async def test_downscoping(http: httpx.AsyncClient, add_client: AddClient, scope: str, granted: str) -> None:
     response = await token(http, await add_client(), scope=scope)
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == granted
@@ -194,9 +188,7 @@ async def test_audience_and_resource(http: httpx.AsyncClient, add_client: AddCli
     assert_error(await token(http, client, resource="not a uri"), 400, "invalid_target")
 
 
-async def test_account_without_audiences_gets_the_profile_any(
-    http: httpx.AsyncClient, add_client: AddClient
-) -> None:
+async def test_account_without_audiences_gets_the_profile_any(http: httpx.AsyncClient, add_client: AddClient) -> None:
     response = await token(http, await add_client(audiences=()))
     assert jwt.decode(response.json()["access_token"], options={"verify_signature": False})["aud"] == WLCG_ANY
 
