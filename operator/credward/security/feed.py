@@ -8,9 +8,11 @@ per change, not one each:
   another replica (PostgreSQL) are found by polling the store every ``poll_interval`` seconds;
 * the reader keeps the most recent events in memory, each encoded once as a server-sent event, and hands the
   same bytes to every subscriber; a subscriber that is further behind than memory reaches reads the store;
-* each stream subscriber has a queue of at most ``buffer`` events. A subscriber that does not keep up (its
-  client reads slowly, or not at all) is **dropped** when its queue is full: its stream ends, nothing more is
-  buffered for it, and its client reconnects with its last cursor (``Last-Event-ID``) and catches up.
+* each stream subscriber has a queue of at most ``buffer`` batches (what one read of the store found; the
+  batch is one list shared by all subscribers, so a queued batch costs a subscriber one slot, not a copy).
+  A subscriber that does not keep up (its client reads slowly, or not at all) is **dropped** when its
+  queue is full: its stream ends, nothing more is buffered for it, and its client reconnects with its last
+  cursor (``Last-Event-ID``) and catches up.
 """
 
 from __future__ import annotations
@@ -48,13 +50,16 @@ def sse_bytes(event: RevocationEvent) -> bytes:
     return f"id: {event.cursor}\nevent: revocation\ndata: {data}\n\n".encode()
 
 
+Batch = list[tuple[RevocationEvent, bytes]]
+
+
 class Subscription:
-    """One stream subscriber: a bounded queue of ``(cursor, encoded event)``, and whether it was dropped."""
+    """One stream subscriber: a bounded queue of shared batches, and whether it was dropped."""
 
     __slots__ = ("dropped", "queue")
 
     def __init__(self, buffer: int) -> None:
-        self.queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(buffer)
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(buffer)
         self.dropped = False
 
 
@@ -125,19 +130,17 @@ class RevocationFeed:
     async def _read_new(self) -> None:
         while True:
             events = await self._store.revocations_since(self._latest, PAGE)
-            for event in events:
-                self._add(event)
             if events:
+                self._add([(event, sse_bytes(event)) for event in events])
                 changed, self._changed = self._changed, asyncio.Event()
                 changed.set()  # long-polls wake and find the new events in memory
             if len(events) < PAGE:
                 return
 
-    def _add(self, event: RevocationEvent) -> None:
-        data = sse_bytes(event)
-        self._cursors.append(event.cursor)
-        self._events.append((event, data))
-        self._latest = event.cursor
+    def _add(self, batch: Batch) -> None:
+        self._cursors.extend(event.cursor for event, _ in batch)
+        self._events.extend(batch)
+        self._latest = batch[-1][0].cursor
         if len(self._cursors) > 2 * self._recent_max:  # trim in halves: amortized O(1) per event
             cut = len(self._cursors) - self._recent_max
             self._floor = self._cursors[cut - 1]
@@ -145,7 +148,7 @@ class RevocationFeed:
         dropped = []
         for sub in self._subscribers:
             try:
-                sub.queue.put_nowait((event.cursor, data))
+                sub.queue.put_nowait(batch)
             except asyncio.QueueFull:
                 dropped.append(sub)
         for sub in dropped:
@@ -157,7 +160,7 @@ class RevocationFeed:
         self._metrics.feed_dropped.inc()
         self._metrics.feed_subscribers.set(len(self._subscribers))
 
-    async def _since(self, cursor: int, limit: int) -> list[tuple[RevocationEvent, bytes]]:
+    async def _since(self, cursor: int, limit: int) -> Batch:
         """Events after ``cursor``: from memory when it reaches back that far, else from the store."""
         if cursor >= self._floor:
             start = bisect.bisect_right(self._cursors, cursor)
@@ -182,19 +185,19 @@ class RevocationFeed:
         try:
             yield b": credward revocation feed\n\n"
             while batch := await self._since(cursor, PAGE):
-                for _, data in batch:
-                    yield data
+                yield b"".join(data for _, data in batch)
                 cursor = batch[-1][0].cursor
             while not sub.dropped:
                 try:
                     async with asyncio.timeout(keepalive):
-                        event_cursor, data = await sub.queue.get()
+                        batch = await sub.queue.get()
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
-                if event_cursor > cursor:
-                    cursor = event_cursor
-                    yield data
+                fresh = [data for event, data in batch if event.cursor > cursor]
+                if fresh:
+                    cursor = batch[-1][0].cursor
+                    yield b"".join(fresh)
         finally:
             if sub in self._subscribers:
                 self._subscribers.discard(sub)
