@@ -1,4 +1,4 @@
-"""Where one token request's CPU time goes, without HTTP: ``OAuthService.token_now`` in a loop under cProfile.
+"""Where one token request's CPU time goes, without HTTP: ``OAuthService.token`` in a loop under cProfile.
 
     python -m bench.profile_token [--requests 20000] [--top 25]
 
@@ -23,17 +23,19 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from credward.api.admin import RoleMapping, SecretHash
+from credward.api.models import Permission
 from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
 from credward.security.adminauth import BearerFileAuthenticator
-from credward.security.app import create_app
+from credward.security.app import build_services
 from credward.security.limits import HttpLimits, LimitedApp, Message, Receive, Scope, Send
-from credward.security.model import Account, Permission, RoleMapping, SecretRecord
-from credward.security.service import Reply
+from credward.security.model import Account
+from credward.security.service import OAuthService
 from credward.security.settings import AdminAuthMode, Settings
 from credward.security.store.sqlite import SQLiteStore
 
 
-async def setup(tmp: Path) -> tuple[object, bytes, str]:
+async def setup(tmp: Path) -> tuple[OAuthService, bytes, bytes]:
     (tmp / "admin-token").write_text("x" * 32)
     hash_key = secrets.token_hex(32).encode()
     settings = Settings(
@@ -47,7 +49,7 @@ async def setup(tmp: Path) -> tuple[object, bytes, str]:
     )
     store = SQLiteStore(tmp / "store.db")
     await store.migrate()
-    app = create_app(settings, store, BearerFileAuthenticator(tmp / "admin-token"), hash_key)
+    services = build_services(settings, store, BearerFileAuthenticator(tmp / "admin-token"), hash_key)
     client_id, secret = new_client_id(), new_client_secret()
     await store.put_account(
         Account(
@@ -55,15 +57,17 @@ async def setup(tmp: Path) -> tuple[object, bytes, str]:
             identity=f"{client_id}@clients.127.0.0.1",
             audiences=("https://storage.example",),
             groups=("/bench/prod", "/bench"),
-            secrets=(SecretRecord("s1", hash_secret(hash_key, secret)),),
-            role_mappings=(RoleMapping("rb", ("reader",), (Permission(("read",), ("data",)),)),),
+            secrets=(SecretHash(id="s1", hash=hash_secret(hash_key, secret)),),
+            role_mappings=(
+                RoleMapping(name="rb", roles=("reader",), permissions=(Permission(verbs=("read",), path=("data",)),)),
+            ),
             updated_at=datetime.now(UTC),
         )
     )
-    oauth = app.components.oauth
+    oauth = services.oauth
     oauth.accounts._ttl = 1e9  # keep the account cached for the whole profile
     await oauth.accounts.get(client_id)
-    auth = "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    auth = b"Basic " + base64.b64encode(f"{client_id}:{secret}".encode())
     return oauth, b"grant_type=client_credentials", auth
 
 
@@ -108,22 +112,27 @@ def main(argv: list[str] | None = None) -> int:
 
         async def run() -> None:
             oauth, body, auth = await setup(Path(tmp))
-            form = "application/x-www-form-urlencoded"
-            token_now = oauth.token_now  # type: ignore[attr-defined]
-            reply = token_now(body, form, auth, "127.0.0.1")
-            assert isinstance(reply, Reply), reply
-            assert reply.status == 200, reply.body
+            form = b"application/x-www-form-urlencoded"
+
+            async def read_body() -> bytes:
+                return body
+
+            async def loop(n: int) -> None:
+                for _ in range(n):
+                    await oauth.token(form, auth, "127.0.0.1", read_body)
+
+            issued = await oauth.token(form, auth, "127.0.0.1", read_body)
+            assert issued.access_token.count(b".") == 2, issued
             n = args.requests
             t0 = time.perf_counter()
-            for _ in range(n):
-                token_now(body, form, auth, "127.0.0.1")
+            await loop(n)
             per = (time.perf_counter() - t0) / n * 1e6
-            signer = oauth.keyring.keyset.signer  # type: ignore[attr-defined]
+            signer = oauth.keyring.keyset.signer
             t0 = time.perf_counter()
             for _ in range(n):
                 signer._sign(b"e" * 420)
             sign = (time.perf_counter() - t0) / n * 1e6
-            print(f"token_now: {per:.1f} us per token; signature alone: {sign:.1f} us; the rest: {per - sign:.1f} us")
+            print(f"token: {per:.1f} us per token; signature alone: {sign:.1f} us; the rest: {per - sign:.1f} us")
             bare, limited = await layer_cost(n)
             print(
                 f"limits layer: {limited - bare:.1f} us per request "
@@ -131,11 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             profile = cProfile.Profile()
             profile.enable()
-            for _ in range(n):
-                token_now(body, form, auth, "127.0.0.1")
+            await loop(n)
             profile.disable()
             pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(args.top)
-            await oauth.store.close()  # type: ignore[attr-defined]
+            await oauth.store.close()
 
         asyncio.run(run())
     return 0

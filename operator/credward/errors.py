@@ -23,9 +23,15 @@
     │   ├── UnsupportedGrantType
     │   ├── UnauthorizedClient RFC 7009: revoking another client's token
     │   └── Throttled          too many failed authentications (429 + Retry-After)
-    └── AdminAuthError         the security service's admin API refused the caller
-        ├── Unauthenticated    no or invalid credentials (401)
-        └── Forbidden          authenticated but not on the allow-list (403)
+    ├── AdminAuthError         the security service's admin API refused the caller
+    │   ├── Unauthenticated    no or invalid credentials (401)
+    │   └── Forbidden          authenticated but not on the allow-list (403)
+    ├── HashKeyError           the secret-hash key file shared by operator and service is unusable
+    └── ServiceError           the security service refused a request (mapped to HTTP in credward.security.edge)
+        ├── BadAdminRequest    an admin request is malformed; the message names the field (400)
+        │   └── UnstorableText a text holds NUL or a lone surrogate, which no store can keep (400)
+        ├── NotFound           no such resource, e.g. account (404)
+        └── BodyTooLarge       a request body exceeds the endpoint's limit (413)
 
 The operator maps the Kubernetes client's errors (``ApiException``,
 ``aiohttp.ClientError``, timeouts) in ``credward.operator.kube`` and the admin
@@ -160,3 +166,44 @@ class Unauthenticated(AdminAuthError):
 
 class Forbidden(AdminAuthError):
     status_code = 403
+
+
+# --- the security service's request errors ----------------------------------------------------------------------
+# Raised by credward.security's services and stores; credward.security.edge is the one place that turns every
+# CredwardError into an HTTP answer.
+
+
+class ServiceError(CredwardError):
+    """The security service refused a request; ``status_code`` and ``error`` are its HTTP answer."""
+
+    status_code = 400
+    error = "invalid_request"
+
+
+class BadAdminRequest(ServiceError):
+    """An admin request (path or body) is not valid; the message says which field and why."""
+
+
+class UnstorableText(BadAdminRequest):
+    """A text holds a NUL character or a lone surrogate, which the stores cannot keep.
+
+    PostgreSQL text and jsonb have no NUL; a lone surrogate (which a JSON ``\\ud800`` escape smuggles into a
+    Python string) has no UTF-8 form. Both backends refuse such text on write, so they behave alike.
+    """
+
+
+class NotFound(ServiceError):
+    """No such resource (an account, or a path the service does not serve)."""
+
+    status_code = 404
+    error = "not_found"
+
+
+class BodyTooLarge(ServiceError):
+    """A request body is larger than the endpoint accepts; it was not read past the limit."""
+
+    status_code = 413
+
+
+class HashKeyError(CredwardError):
+    """The secret-hash key shared by the operator and the service is missing or too short."""

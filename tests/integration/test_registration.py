@@ -14,6 +14,7 @@ from tests.support.service import SecurityServer
 
 from credward.devcluster import ControlPlane
 from credward.devcluster.processes import ChildProcess
+from credward.domain.claims import CLOCK_SKEW_ALLOWANCE
 from credward.domain.secrets import hash_key_id
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,7 @@ def test_registered_account_gets_tokens_with_the_mounted_secret(
     claims = claims_of(security.token(data["client-id"], data["client-secret"], audience="https://store.example"))
     assert claims["sub"] == status["identity"]
     assert claims["aud"] == "https://store.example"
-    assert claims["exp"] - claims["iat"] == 120
+    assert claims["exp"] - claims["iat"] == 120 + CLOCK_SKEW_ALLOWANCE  # iat is backdated
     # The service and the operator agree on the hash key (by its public id), and nothing secret leaked.
     assert security.info()["hashKeyId"] == hash_key_id(security.hash_key)
     hashes = json.dumps(held)
@@ -109,7 +110,7 @@ def test_token_ttl_above_the_service_maximum_is_reported(
     assert warning[0]["type"] == "Warning"
     data = secret_of(control_plane, namespace, "long")
     claims = claims_of(security.token(data["client-id"], data["client-secret"]))
-    assert claims["exp"] - claims["iat"] == max_ttl
+    assert claims["exp"] - claims["iat"] == max_ttl + CLOCK_SKEW_ALLOWANCE  # iat is backdated
 
 
 def test_revoked_credential_is_revoked_in_the_service(

@@ -91,33 +91,62 @@ def parse_basic(authorization: str) -> ClientCredentials:
     return ClientCredentials(client_id, client_secret, AuthMethod.BASIC)
 
 
-def client_credentials(form: dict[str, list[str]], authorization: str | None) -> ClientCredentials:
-    """Exactly one of client_secret_basic and client_secret_post (RFC 6749 §2.3)."""
-    body_id = single(form, "client_id")
-    body_secret = single(form, "client_secret")
-    if authorization:
+def choose_credentials(
+    body_id: str | None, body_secret: str | None, basic: ClientCredentials | None
+) -> ClientCredentials:
+    """Exactly one of client_secret_basic (already parsed from the header) and client_secret_post (RFC 6749 §2.3)."""
+    if basic is not None:
         if body_secret is not None:
             raise InvalidRequest("use only one client authentication method")
-        creds = parse_basic(authorization)
-        if body_id is not None and body_id != creds.client_id:
+        if body_id is not None and body_id != basic.client_id:
             raise InvalidRequest("client_id in the body does not match the authenticated client")
-        return creds
+        return basic
     if body_id is None or body_secret is None:
         raise InvalidClient("client authentication is required")
     _check_credentials(body_id, body_secret)
     return ClientCredentials(body_id, body_secret, AuthMethod.POST)
 
 
-def parse_token_request(body: bytes, content_type: str | None, authorization: str | None) -> TokenRequest:
+def client_credentials(form: dict[str, list[str]], authorization: str | None) -> ClientCredentials:
+    """The client's credentials from the form and the Authorization header (see :func:`choose_credentials`)."""
+    basic = parse_basic(authorization) if authorization else None
+    return choose_credentials(single(form, "client_id"), single(form, "client_secret"), basic)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenForm:
+    """A token request body (RFC 6749 §4.4.2) as parsed, before client authentication is decided."""
+
+    grant_type: str
+    scope: str | None
+    audiences: tuple[str, ...]
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+
+
+def parse_token_form(body: bytes, content_type: str | None) -> TokenForm:
+    """The body of a client-credentials token request; the grant type is checked here, credentials are not."""
     form = parse_form(body, content_type)
     grant_type = single(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type is required")
     if grant_type != GRANT_CLIENT_CREDENTIALS:
         raise UnsupportedGrantType("only the client_credentials grant is supported")
-    credentials = client_credentials(form, authorization)
-    scope = single(form, "scope")
-    return TokenRequest(grant_type, credentials, scope, requested_audiences(form))
+    return TokenForm(
+        grant_type,
+        single(form, "scope"),
+        requested_audiences(form),
+        single(form, "client_id"),
+        single(form, "client_secret"),
+    )
+
+
+def parse_token_request(body: bytes, content_type: str | None, authorization: str | None) -> TokenRequest:
+    """The whole request at once (body, then credentials): what a server that has read the body already needs."""
+    form = parse_token_form(body, content_type)
+    basic = parse_basic(authorization) if authorization else None
+    credentials = choose_credentials(form.client_id, form.client_secret, basic)
+    return TokenRequest(form.grant_type, credentials, form.scope, form.audiences)
 
 
 def requested_audiences(form: dict[str, list[str]]) -> tuple[str, ...]:

@@ -14,8 +14,11 @@ import hmac
 import secrets
 import uuid
 
+from credward.errors import HashKeyError
+
 SECRET_BYTES = 32  # 256 bits of entropy
 SECRET_PREFIX = "cws_"  # lets secret scanners recognise a leaked credward secret
+MIN_HASH_KEY_BYTES = 32
 
 
 def new_client_id() -> str:
@@ -52,3 +55,17 @@ def fingerprint(value: str) -> str:
 def hash_key_id(key: bytes) -> str:
     """A public name of the secret-hash key: equal on the operator and the service iff they hold the same key."""
     return hmac.digest(key, b"credward hash key id", "sha256").hex()[:16]
+
+
+def parse_hash_key(data: bytes) -> bytes:
+    """The secret-hash key from the bytes of its file: surrounding whitespace stripped, at least 32 bytes left.
+
+    The operator and the service read the same file with this function, so a trailing newline written by one
+    tool never makes the two sides hash differently. The error names the problem, never the key.
+    """
+    key = data.strip()
+    if not key:
+        raise HashKeyError("the hash key file is empty")
+    if len(key) < MIN_HASH_KEY_BYTES:
+        raise HashKeyError(f"the hash key must be at least {MIN_HASH_KEY_BYTES} bytes, not {len(key)}")
+    return key

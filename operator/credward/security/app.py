@@ -1,12 +1,14 @@
-"""The ASGI application: a raw fast path for the token endpoint, Starlette for everything else.
+"""The ASGI application: every endpoint is one module-level function here, over the services.
 
-``POST /oauth2/token`` is served by a few lines of plain ASGI because it is
-the only hot endpoint: skipping the framework's request object, routing and
-middleware measured as a large share of the per-request cost (see
-``bench/token_endpoint.py``). Every other route is an ordinary Starlette
-handler. Handlers are thin: they read bytes and headers and call
-:class:`~credward.security.service.OAuthService` or
-:class:`~credward.security.admin.AdminService`.
+An endpoint takes the :class:`Services` and the request, calls one service, and returns a
+:class:`~credward.security.edge.Reply` (or a streaming response). :class:`Endpoint` runs it and is the one
+place where a raised error becomes its answer (:func:`~credward.security.edge.error_reply`). Starlette
+routes; the two endpoints that are measured per request (``POST /oauth2/token`` and ``GET /healthz``) are
+looked up in a dict first, the same :class:`Endpoint` objects the router holds, so routing costs nothing
+there and there is still one implementation of each.
+
+No path the service serves has a percent-encoded character, so a request whose raw path holds ``%`` is
+answered 404 before routing: ``/oauth2%2Ftoken`` is not the token endpoint, and ``%2e%2e`` is no client id.
 """
 
 from __future__ import annotations
@@ -16,48 +18,57 @@ import contextlib
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route, Router
 
+from credward.api import SERVICE_ACCOUNT_VERBS
+from credward.api.admin import AccountIn, RoleMappingsIn
 from credward.domain.oauth import MAX_BODY_BYTES
-from credward.errors import AdminAuthError, InvalidRequest
+from credward.domain.scopes import ScopeProfile, verb_action
+from credward.domain.secrets import hash_key_id
+from credward.errors import InvalidRequest, NotFound
 from credward.security.accounts import AccountCache
-from credward.security.admin import AdminService, BadAdminRequest, NotFound, account_view
+from credward.security.admin import AdminService, check_client_id, parse_body
 from credward.security.adminauth import AdminAuthenticator
+from credward.security.edge import (
+    Receive,
+    Reply,
+    Scope,
+    Send,
+    error_reply,
+    json_reply,
+    oauth_headers,
+    read_body,
+    send_reply,
+)
 from credward.security.feed import RevocationFeed, event_json
 from credward.security.keys import KeyRing
 from credward.security.metrics import Metrics
 from credward.security.openapi import openapi_document
-from credward.security.service import OAuthService, Reply, error_reply
+from credward.security.service import OAuthService
 from credward.security.settings import Settings
 from credward.security.store.base import Store
-from credward.security.store.codec import UnstorableText
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
 TOKEN_PATH = "/oauth2/token"
-CLIENT_ID_RE = re.compile(r"[A-Za-z0-9._:@-]{1,253}")
-NO_STORE = {"Cache-Control": "no-store"}
+ADMIN_MAX_BODY_BYTES = 1024 * 1024
+PURGE_INTERVAL = 600.0
+_PUBLIC_JSON = ((b"content-type", b"application/json"),)
 
 
-@dataclass
-class Components:
-    """Everything a running app holds; tests reach in through ``app.state.components``."""
+@dataclass(frozen=True)
+class Services:
+    """Everything the endpoints call, built once per app."""
 
     settings: Settings
     store: Store
@@ -68,28 +79,29 @@ class Components:
     oauth: OAuthService
     admin: AdminService
     admin_auth: AdminAuthenticator
+    clock: Callable[[], float]
+    discovery: Reply
+    openapi: Reply
 
-
-def build_components(
-    settings: Settings,
-    store: Store,
-    admin_auth: AdminAuthenticator,
-    hash_key: bytes,
-    clock: Callable[[], float] = time.time,
-) -> Components:
-    keyring = KeyRing(settings.keys_dir, settings.signing_alg, settings.dev_mode)
-    accounts = AccountCache(store, settings.scope_profile, settings.account_cache_ttl, clock)
-    feed = RevocationFeed(store)
-    metrics = Metrics()
-    oauth = OAuthService(settings, store, keyring, accounts, feed, metrics, hash_key, clock)
-    admin = AdminService(store, accounts, feed, metrics, settings.issuer_host)
-    return Components(settings, store, keyring, accounts, feed, metrics, oauth, admin, admin_auth)
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
 
 def metadata(settings: Settings) -> dict[str, Any]:
-    """RFC 8414 / OIDC discovery; the id_token and response type fields satisfy OIDC libraries that require them."""
+    """RFC 8414 authorization server metadata, also served at the OIDC discovery path (see docs).
+
+    Only what is true: no authorization endpoint, so ``response_types_supported`` is empty (RFC 8414 makes
+    the member REQUIRED; RFC 7591 §2.1 pairs the client_credentials grant with no response type), no ID
+    tokens (so no ``id_token_signing_alg_values_supported``), no JWT client authentication (so no
+    ``token_endpoint_auth_signing_alg_values_supported``). ``scopes_supported`` lists each scope at the
+    root; a scope covers its path and everything below it, so ``storage.read:/data`` is one of its kind.
+    """
     base = settings.issuer
     auth_methods = ["client_secret_basic", "client_secret_post"]
+    profile = settings.scope_profile
+    claims = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "client_id", "scope", "roles", "wlcg.ver", "wlcg.groups"]
+    if profile is ScopeProfile.SCITOKENS:
+        claims.append("ver")
     return {
         "issuer": base,
         "token_endpoint": base + TOKEN_PATH,
@@ -98,121 +110,271 @@ def metadata(settings: Settings) -> dict[str, Any]:
         "revocation_endpoint": base + "/oauth2/revoke",
         "revocation_feed_endpoint": base + "/v1/revocations",
         "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
-        "response_types_supported": ["token"],
+        "scopes_supported": [f"{verb_action(profile, verb)}:/" for verb in SERVICE_ACCOUNT_VERBS],
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [settings.signing_alg.value],
-        "token_endpoint_auth_signing_alg_values_supported": [settings.signing_alg.value],
-        "scopes_supported": [],
-        "claims_supported": [
-            "iss",
-            "sub",
-            "aud",
-            "iat",
-            "nbf",
-            "exp",
-            "jti",
-            "client_id",
-            "scope",
-            "roles",
-            "wlcg.ver",
-            "wlcg.groups",
-        ],
+        "claims_supported": claims,
     }
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body, or None if it is larger than the token endpoint accepts."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+def build_services(
+    settings: Settings,
+    store: Store,
+    admin_auth: AdminAuthenticator,
+    hash_key: bytes,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    keyring = KeyRing(settings.keys_dir, settings.signing_alg, settings.dev_mode)
+    accounts = AccountCache(store, settings.scope_profile, settings.account_cache_ttl, clock)
+    metrics = Metrics()
+    feed = RevocationFeed(store, metrics, buffer=settings.feed_subscriber_buffer)
+    oauth = OAuthService(settings, store, keyring, accounts, feed, metrics, hash_key, clock)
+    admin = AdminService(
+        store,
+        accounts,
+        feed,
+        metrics,
+        issuer_host=settings.issuer_host,
+        max_token_ttl=settings.max_token_ttl,
+        hash_key_id=hash_key_id(hash_key),
+    )
+    discovery = Reply(
+        200,
+        json.dumps(metadata(settings), separators=(",", ":")).encode(),
+        (*_PUBLIC_JSON, (b"cache-control", b"public, max-age=300")),
+    )
+    openapi = Reply(200, json.dumps(openapi_document(settings)).encode(), _PUBLIC_JSON)
+    return Services(
+        settings, store, keyring, accounts, feed, metrics, oauth, admin, admin_auth, clock, discovery, openapi
+    )
 
 
-async def _send_reply(send: Send, reply: Reply) -> None:
-    headers = [*reply.headers, (b"content-length", str(len(reply.body)).encode())]
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+def _ip(request: Request) -> str:
+    client = request.scope.get("client")
+    return str(client[0]) if client else "unknown"
 
 
-TOO_LARGE = error_reply(InvalidRequest("the request body is too large"))
-# Which of two Authorization (or Content-Type) headers counts differs between HTTP stacks (first or last),
-# so a request that carries either twice is refused outright (RFC 6749 §5.2 invalid_request), never answered.
-REPEATED_HEADER = error_reply(InvalidRequest("the Authorization and Content-Type headers must not be repeated"))
-
-HEALTHY = Reply(200, b'{"status":"ok"}', ((b"content-type", b"application/json"),))
+# -- OAuth endpoints ---------------------------------------------------------------------------
 
 
-def _reply_response(reply: Reply) -> Response:
-    return Response(reply.body, reply.status, headers={k.decode(): v.decode() for k, v in reply.headers})
+async def token(svc: Services, request: Request) -> Reply:
+    """``POST /oauth2/token`` (RFC 6749 §4.4); the body is read only once a Basic client has authenticated."""
+    content_type, authorization = oauth_headers(request.scope["headers"])
+    body = partial(read_body, request.receive, MAX_BODY_BYTES)
+    issued = await svc.oauth.token(content_type, authorization, _ip(request), body)
+    return Reply(
+        200,
+        b'{"access_token":"'
+        + issued.access_token
+        + b'","token_type":"Bearer","expires_in":'
+        + str(issued.expires_in).encode()
+        + issued.response_tail,
+    )
+
+
+async def introspect(svc: Services, request: Request) -> Reply:
+    """``POST /oauth2/introspect`` (RFC 7662)."""
+    content_type, authorization = oauth_headers(request.scope["headers"])
+    body = partial(read_body, request.receive, MAX_BODY_BYTES)
+    return json_reply(200, await svc.oauth.introspect(content_type, authorization, _ip(request), body))
+
+
+async def revoke(svc: Services, request: Request) -> Reply:
+    """``POST /oauth2/revoke`` (RFC 7009)."""
+    content_type, authorization = oauth_headers(request.scope["headers"])
+    body = partial(read_body, request.receive, MAX_BODY_BYTES)
+    await svc.oauth.revoke(content_type, authorization, _ip(request), body)
+    return Reply(200, b"")
+
+
+async def discovery(svc: Services, request: Request) -> Reply:
+    """``GET /.well-known/oauth-authorization-server`` and ``/.well-known/openid-configuration``."""
+    return svc.discovery
+
+
+async def jwks(svc: Services, request: Request) -> Reply:
+    body = json.dumps(svc.keyring.keyset.jwks, separators=(",", ":")).encode()
+    return Reply(200, body, (*_PUBLIC_JSON, (b"cache-control", b"public, max-age=60")))
+
+
+async def revocations(svc: Services, request: Request) -> Reply | Response:
+    """``GET /v1/revocations?since=&wait=``: JSON long-poll, or server-sent events (``Accept: text/event-stream``)."""
+    try:
+        since = int(request.query_params.get("since", "0"))
+        wait = float(request.query_params.get("wait", "0"))
+        if since < 0 or not math.isfinite(wait):
+            raise ValueError
+    except ValueError:
+        raise InvalidRequest("since must be a cursor (an integer >= 0), wait a number of seconds") from None
+    if "text/event-stream" in request.headers.get("accept", ""):
+        last = request.headers.get("last-event-id", "")
+        if last.isdigit():  # a reconnecting EventSource resumes after the last event it saw
+            since = max(since, int(last))
+        stream = svc.feed.stream(since, svc.settings.feed_max_wait)
+        return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    events = await svc.feed.wait_since(since, min(max(wait, 0.0), svc.settings.feed_max_wait))
+    cursor = events[-1].cursor if events else since
+    return json_reply(200, {"events": [event_json(e) for e in events], "cursor": cursor})
+
+
+# -- operations --------------------------------------------------------------------------------
+
+HEALTHY = Reply(200, b'{"status":"ok"}', _PUBLIC_JSON)
+
+
+async def healthz(svc: Services, request: Request) -> Reply:
+    return HEALTHY
+
+
+async def readyz(svc: Services, request: Request) -> Reply:
+    """Ready when the store answers and the signing keys are loaded."""
+    try:
+        await svc.store.ping()
+        kid = svc.keyring.keyset.signer.kid
+    except Exception as exc:
+        return json_reply(503, {"status": "unavailable", "reason": type(exc).__name__})
+    return json_reply(200, {"status": "ready", "kid": kid})
+
+
+async def metrics(svc: Services, request: Request) -> Reply:
+    return Reply(200, generate_latest(svc.metrics.registry), ((b"content-type", CONTENT_TYPE_LATEST.encode()),))
+
+
+async def openapi(svc: Services, request: Request) -> Reply:
+    return svc.openapi
+
+
+# -- admin API ---------------------------------------------------------------------------------
+
+
+async def _admin_call(svc: Services, request: Request) -> str:
+    """Authenticate the admin caller and return the client id of the path (checked); logs who did what."""
+    caller = await svc.admin_auth.authenticate(request.headers.get("authorization"))
+    log.info("admin %s %s by %s", request.method, request.url.path, caller)
+    return check_client_id(request.path_params["client_id"]) if "client_id" in request.path_params else ""
+
+
+def _view_reply(status: int, model: Any) -> Reply:
+    return Reply(status, model.model_dump_json(by_alias=True).encode())
+
+
+async def admin_info(svc: Services, request: Request) -> Reply:
+    """``GET /v1/admin/info`` -> ServiceInfo."""
+    await _admin_call(svc, request)
+    return _view_reply(200, await svc.admin.info())
+
+
+async def get_account(svc: Services, request: Request) -> Reply:
+    """``GET /v1/admin/accounts/{clientId}`` -> AccountView, 404 if missing."""
+    client_id = await _admin_call(svc, request)
+    return _view_reply(200, await svc.admin.get(client_id))
+
+
+async def put_account(svc: Services, request: Request) -> Reply:
+    """``PUT /v1/admin/accounts/{clientId}`` with AccountIn -> AccountView, 201 created / 200 replaced."""
+    client_id = await _admin_call(svc, request)
+    data = parse_body(AccountIn, await read_body(request.receive, ADMIN_MAX_BODY_BYTES))
+    view, created = await svc.admin.put_account(client_id, data, svc.now())
+    return _view_reply(201 if created else 200, view)
+
+
+async def put_role_mappings(svc: Services, request: Request) -> Reply:
+    """``PUT /v1/admin/accounts/{clientId}/role-mappings`` with RoleMappingsIn -> AccountView, 404 if missing."""
+    client_id = await _admin_call(svc, request)
+    data = parse_body(RoleMappingsIn, await read_body(request.receive, ADMIN_MAX_BODY_BYTES))
+    return _view_reply(200, await svc.admin.set_role_mappings(client_id, data))
+
+
+async def revoke_account(svc: Services, request: Request) -> Reply:
+    """``POST /v1/admin/accounts/{clientId}/revoke`` -> the feed event, 404 if missing."""
+    client_id = await _admin_call(svc, request)
+    return json_reply(200, event_json(await svc.admin.revoke(client_id, svc.now())))
+
+
+async def delete_account(svc: Services, request: Request) -> Reply:
+    """``DELETE /v1/admin/accounts/{clientId}`` -> 204, 404 if there was no such account."""
+    client_id = await _admin_call(svc, request)
+    await svc.admin.delete(client_id)
+    return Reply(204, b"", ())
+
+
+EndpointFunction = Callable[[Services, Request], Awaitable[Reply | Response]]
+ACCOUNT = "/v1/admin/accounts/{client_id}"
+ENDPOINTS: tuple[tuple[str, str, EndpointFunction], ...] = (
+    ("POST", TOKEN_PATH, token),
+    ("POST", "/oauth2/introspect", introspect),
+    ("POST", "/oauth2/revoke", revoke),
+    ("GET", "/.well-known/oauth-authorization-server", discovery),
+    ("GET", "/.well-known/openid-configuration", discovery),
+    ("GET", "/jwks.json", jwks),
+    ("GET", "/v1/revocations", revocations),
+    ("GET", "/healthz", healthz),
+    ("GET", "/readyz", readyz),
+    ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/v1/admin/info", admin_info),
+    ("GET", ACCOUNT, get_account),
+    ("PUT", ACCOUNT, put_account),
+    ("DELETE", ACCOUNT, delete_account),
+    ("PUT", ACCOUNT + "/role-mappings", put_role_mappings),
+    ("POST", ACCOUNT + "/revoke", revoke_account),
+)
+DIRECT = {("POST", TOKEN_PATH), ("GET", "/healthz")}
+
+
+class Endpoint:
+    """One endpoint as an ASGI app: the one place where what it raised becomes its answer."""
+
+    __slots__ = ("_function", "_services")
+
+    def __init__(self, services: Services, function: EndpointFunction) -> None:
+        self._services = services
+        self._function = function
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            result = await self._function(self._services, Request(scope, receive))
+        except Exception as exc:
+            result = error_reply(exc)
+        if isinstance(result, Reply):
+            await send_reply(send, result)
+        else:
+            await result(scope, receive, send)
+
+
+_NOT_SERVED = NotFound("no resource here: paths with percent-encoded characters are not served")
 
 
 class CredwardApp:
-    """ASGI entry point: the token endpoint directly, everything else through Starlette."""
+    """ASGI entry point: refuses percent-encoded paths, answers the hot endpoints directly, routes the rest."""
 
-    def __init__(self, components: Components, starlette: Starlette) -> None:
-        self.components = components
-        self.starlette = starlette
-        self._oauth = components.oauth
+    def __init__(self, direct: dict[tuple[str, str], Endpoint], router: Router) -> None:
+        self._direct = direct
+        self._router = router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and scope["method"] == "POST":
-            await self._token(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == "/healthz" and scope["method"] == "GET":
-            await _send_reply(send, HEALTHY)  # liveness: no framework, and the bench's HTTP-only floor
-        else:
-            await self.starlette(scope, receive, send)
-
-    async def _token(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = authorization = None
-        repeated = False
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                repeated |= content_type is not None
-                content_type = value.decode("latin-1")
-            elif name == b"authorization":
-                repeated |= authorization is not None
-                authorization = value.decode("latin-1")
-        client = scope.get("client")
-        ip = client[0] if client else "unknown"
-        body = await _read_body(receive)
-        if body is None:
-            reply = TOO_LARGE
-        elif repeated:
-            reply = REPEATED_HEADER
-        else:
-            reply = await self._oauth.token(body, content_type, authorization, ip)
-        await _send_reply(send, reply)
+        if scope["type"] == "http":
+            raw = scope.get("raw_path")
+            if raw is not None and b"%" in raw.split(b"?", 1)[0]:
+                await send_reply(send, error_reply(_NOT_SERVED))
+                return
+            endpoint = self._direct.get((scope["method"], scope["path"]))
+            if endpoint is not None:
+                await endpoint(scope, receive, send)
+                return
+        await self._router(scope, receive, send)
 
 
-ADMIN_MAX_BODY_BYTES = 1024 * 1024
-
-
-async def _limited_body(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it exceeds ``limit`` (never buffer an unbounded body from the network)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _client_ip(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+async def _every(interval: float, work: Callable[[], Awaitable[object]], what: str) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await work()
+        except Exception:
+            log.exception("%s failed", what)
 
 
 def create_app(
@@ -222,179 +384,36 @@ def create_app(
     hash_key: bytes,
     clock: Callable[[], float] = time.time,
 ) -> CredwardApp:
-    """Build the service around an open store; the lifespan migrates it, watches keys and closes it."""
-    c = build_components(settings, store, admin_auth, hash_key, clock)
-    discovery = metadata(settings)
-    openapi = openapi_document(settings)
+    """The service around an open store; its lifespan migrates the store, follows the feed and closes both."""
+    svc = build_services(settings, store, admin_auth, hash_key, clock)
 
-    async def well_known(request: Request) -> Response:
-        return JSONResponse(discovery, headers={"Cache-Control": "public, max-age=300"})
-
-    async def jwks(request: Request) -> Response:
-        return JSONResponse(c.keyring.keyset.jwks, headers={"Cache-Control": "public, max-age=60"})
-
-    async def openapi_json(request: Request) -> Response:
-        return JSONResponse(openapi)
-
-    def _header_problem(request: Request) -> Reply | None:
-        headers = request.headers
-        if any(len(headers.getlist(name)) > 1 for name in ("authorization", "content-type")):
-            return REPEATED_HEADER
-        return None
-
-    def form_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
-        """An RFC 6749-style form endpoint served by ``OAuthService.<name>`` (introspect, revoke)."""
-
-        async def endpoint(request: Request) -> Response:
-            body = await _limited_body(request, MAX_BODY_BYTES)
-            if body is None:
-                return _reply_response(TOO_LARGE)
-            problem = _header_problem(request)
-            if problem is not None:
-                return _reply_response(problem)
-            headers = request.headers
-            handler: Callable[[bytes, str | None, str | None, str], Awaitable[Reply]] = getattr(c.oauth, name)
-            reply = await handler(body, headers.get("content-type"), headers.get("authorization"), _client_ip(request))
-            return _reply_response(reply)
-
-        return endpoint
-
-    async def revocations(request: Request) -> Response:
-        try:
-            since = int(request.query_params.get("since", "0"))
-            wait = float(request.query_params.get("wait", "0"))
-            if since < 0 or not math.isfinite(wait):
-                raise ValueError
-        except ValueError:
-            return JSONResponse(
-                {"error": "invalid_request", "error_description": "since must be a cursor (>= 0), wait seconds"}, 400
-            )
-        wait = min(max(wait, 0.0), settings.feed_max_wait)
-        if "text/event-stream" in request.headers.get("accept", ""):
-            return StreamingResponse(_sse(since), media_type="text/event-stream", headers=NO_STORE)
-        events = await c.feed.wait_since(since, wait)
-        cursor = events[-1].cursor if events else since
-        return JSONResponse({"events": [event_json(e) for e in events], "cursor": cursor}, headers=NO_STORE)
-
-    async def _sse(cursor: int) -> AsyncIterator[bytes]:
-        yield b": credward revocation feed\n\n"
-        while True:
-            events = await c.feed.wait_since(cursor, settings.feed_max_wait)
-            if not events:
-                yield b": keep-alive\n\n"
-            for event in events:
-                cursor = event.cursor
-                data = json.dumps(event_json(event), separators=(",", ":"))
-                yield f"id: {cursor}\nevent: revocation\ndata: {data}\n\n".encode()
-
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        try:
-            await c.store.ping()
-            c.keyring.keyset.signer  # noqa: B018 - keys are loaded
-        except Exception as exc:
-            return JSONResponse({"status": "unavailable", "reason": type(exc).__name__}, 503)
-        return JSONResponse({"status": "ready", "kid": c.keyring.keyset.signer.kid})
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(c.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    def admin_route(
-        handler: Callable[[Request, str], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def wrapped(request: Request) -> Response:
-            try:
-                caller = await c.admin_auth.authenticate(request.headers.get("authorization"))
-            except AdminAuthError as exc:
-                headers = {"WWW-Authenticate": 'Bearer realm="credward-admin"'} if exc.status_code == 401 else {}
-                error = "unauthorized" if exc.status_code == 401 else "forbidden"
-                return JSONResponse({"error": error, "error_description": str(exc)}, exc.status_code, headers=headers)
-            client_id = request.path_params["client_id"]
-            if not CLIENT_ID_RE.fullmatch(client_id):
-                return JSONResponse({"error": "invalid_request", "error_description": "malformed client id"}, 400)
-            try:
-                response = await handler(request, client_id)
-            except (BadAdminRequest, UnstorableText) as exc:  # UnstorableText: a backstop, the models reject first
-                return JSONResponse({"error": "invalid_request", "error_description": str(exc)}, 400)
-            except NotFound:
-                return JSONResponse({"error": "not_found", "error_description": "no such account"}, 404)
-            log.info("admin %s %s by %s -> %d", request.method, request.url.path, caller, response.status_code)
-            return response
-
-        return wrapped
-
-    async def admin_body(request: Request) -> bytes:
-        body = await _limited_body(request, ADMIN_MAX_BODY_BYTES)
-        if body is None:
-            raise BadAdminRequest("body larger than 1 MiB")
-        return body
-
-    def now() -> datetime:
-        return datetime.fromtimestamp(clock(), UTC)
-
-    async def get_account(request: Request, client_id: str) -> Response:
-        return JSONResponse(account_view(await c.admin.get(client_id)))
-
-    async def put_account(request: Request, client_id: str) -> Response:
-        account, created = await c.admin.put_account(client_id, await admin_body(request), now())
-        return JSONResponse(account_view(account), 201 if created else 200)
-
-    async def put_roles(request: Request, client_id: str) -> Response:
-        return JSONResponse(account_view(await c.admin.set_role_mappings(client_id, await admin_body(request))))
-
-    async def revoke_account(request: Request, client_id: str) -> Response:
-        event = await c.admin.revoke(client_id, now())
-        return JSONResponse(event_json(event))
-
-    async def delete_account(request: Request, client_id: str) -> Response:
-        await c.admin.delete(client_id)
-        return Response(status_code=204)
-
-    async def reload_keys_forever() -> None:
-        while True:
-            await asyncio.sleep(settings.key_reload_interval)
-            try:
-                c.keyring.reload_if_changed()
-            except Exception:
-                log.exception("key reload failed")
+    async def reload_keys() -> None:
+        svc.keyring.reload_if_changed()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await c.store.migrate()
-        task = asyncio.create_task(reload_keys_forever())
+    async def lifespan(app: object) -> AsyncIterator[None]:
+        await svc.store.migrate()
+        await svc.feed.start()
+        tasks = [
+            asyncio.create_task(_every(settings.key_reload_interval, reload_keys, "key reload")),
+            asyncio.create_task(_every(PURGE_INTERVAL, lambda: svc.store.purge_expired(svc.now()), "purge")),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            c.oauth.audit.flush()
-            await c.admin_auth.close()
-            await c.store.close()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await svc.feed.close()
+            svc.oauth.audit.flush()
+            await svc.admin_auth.close()
+            await svc.store.close()
 
-    account_path = "/v1/admin/accounts/{client_id}"
-    routes = [
-        Route("/.well-known/openid-configuration", well_known, methods=["GET"]),
-        Route("/.well-known/oauth-authorization-server", well_known, methods=["GET"]),
-        Route("/jwks.json", jwks, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
-        Route("/oauth2/introspect", form_endpoint("introspect"), methods=["POST"]),
-        Route("/oauth2/revoke", form_endpoint("revoke"), methods=["POST"]),
-        Route("/v1/revocations", revocations, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route(account_path, admin_route(get_account), methods=["GET"]),
-        Route(account_path, admin_route(put_account), methods=["PUT"]),
-        Route(account_path, admin_route(delete_account), methods=["DELETE"]),
-        Route(account_path + "/role-mappings", admin_route(put_roles), methods=["PUT"]),
-        Route(account_path + "/revoke", admin_route(revoke_account), methods=["POST"]),
-        # Only POST is served by the fast path; other methods get Starlette's 405.
-        Route(TOKEN_PATH, healthz, methods=["POST"]),
+    endpoints = {(method, path): Endpoint(svc, function) for method, path, function in ENDPOINTS}
+    routes: list[BaseRoute] = [
+        Route(path, endpoint, methods=[method]) for (method, path), endpoint in endpoints.items()
     ]
-    starlette = Starlette(routes=routes, lifespan=lifespan)
-    app = CredwardApp(c, starlette)
-    starlette.state.components = c
-    return app
+    router = Router(routes, redirect_slashes=False, lifespan=lifespan)
+    return CredwardApp({key: endpoints[key] for key in DIRECT}, router)

@@ -14,7 +14,8 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from credward.errors import CredwardError
+from credward.domain.secrets import parse_hash_key
+from credward.errors import CredwardError, HashKeyError
 from credward.security.settings import (
     Settings,
     SettingsError,
@@ -48,6 +49,8 @@ _HELP = {
     "throttle_ip_failures": "failed authentications per client address per window before 429 (default 50)",
     "throttle_window": "failed-authentication window (default 60s)",
     "feed_max_wait": "longest long-poll wait of the revocation feed (default 30s)",
+    "feed_subscriber_buffer": "revocation events queued per feed stream before a slow subscriber is dropped (64)",
+    "introspect_allow": "client ids (resource servers) that may introspect any client's tokens (RFC 7662 §4)",
     "log_level": "DEBUG, INFO (default), WARNING",
     "http_server": "granian (default); uvicorn and hypercorn only for the benchmark (docs/http-server.md)",
     "header_timeout": "a request head must arrive within this; also the idle keep-alive timeout (default 10s, max 60s)",
@@ -94,12 +97,11 @@ def read_hash_key(path: Path, dev_mode: bool) -> bytes:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
     try:
-        key = path.read_bytes().strip()
+        return parse_hash_key(path.read_bytes())
     except OSError as exc:
         raise SettingsError(f"cannot read the hash key file {path.name}: {exc.strerror}") from None
-    if len(key) < 32:
-        raise SettingsError(f"the hash key in {path.name} must be at least 32 bytes")
-    return key
+    except HashKeyError as exc:
+        raise SettingsError(f"{path.name}: {exc}") from None
 
 
 # Libraries that log query parameters at DEBUG; a parameter can be client input (a pasted secret).

@@ -1,19 +1,37 @@
-"""The revocation feed: long-poll and server-sent events over the store's revocation log.
+"""The revocation feed: long-poll and server-sent events over the store's revocation log, for many subscribers.
 
-Validators call ``GET /v1/revocations?since=<cursor>`` and keep the returned
-cursor. Revocations made through this replica wake waiters at once; those made
-through another replica (PostgreSQL) are found by polling the store every
-``poll_interval`` seconds, so the feed lags by at most that much.
+Validators call ``GET /v1/revocations?since=<cursor>`` (long-poll) or ask for ``text/event-stream`` and keep
+the last cursor. One reader per replica follows the store, so thousands of subscribers cost one store query
+per change, not one each:
+
+* a local revocation wakes the reader at once (:meth:`RevocationFeed.notify`); revocations made through
+  another replica (PostgreSQL) are found by polling the store every ``poll_interval`` seconds;
+* the reader keeps the most recent events in memory, each encoded once as a server-sent event, and hands the
+  same bytes to every subscriber; a subscriber that is further behind than memory reaches reads the store;
+* each stream subscriber has a queue of at most ``buffer`` batches (what one read of the store found; the
+  batch is one list shared by all subscribers, so a queued batch costs a subscriber one slot, not a copy).
+  A subscriber that does not keep up (its client reads slowly, or not at all) is **dropped** when its
+  queue is full: its stream ends, nothing more is buffered for it, and its client reconnects with its last
+  cursor (``Last-Event-ID``) and catches up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
-import time
+import json
+import logging
+from collections.abc import AsyncIterator
 
+from credward.security.metrics import Metrics
 from credward.security.model import RevocationEvent
 from credward.security.store.base import Store
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+RECENT_EVENTS = 4096
 
 
 def event_json(event: RevocationEvent) -> dict[str, object]:
@@ -27,26 +45,160 @@ def event_json(event: RevocationEvent) -> dict[str, object]:
     }
 
 
+def sse_bytes(event: RevocationEvent) -> bytes:
+    data = json.dumps(event_json(event), separators=(",", ":"))
+    return f"id: {event.cursor}\nevent: revocation\ndata: {data}\n\n".encode()
+
+
+Batch = list[tuple[RevocationEvent, bytes]]
+
+
+class Subscription:
+    """One stream subscriber: a bounded queue of shared batches, and whether it was dropped."""
+
+    __slots__ = ("dropped", "queue")
+
+    def __init__(self, buffer: int) -> None:
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(buffer)
+        self.dropped = False
+
+
 class RevocationFeed:
-    def __init__(self, store: Store, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        poll_interval: float = 1.0,
+        buffer: int = 64,
+        recent: int = RECENT_EVENTS,
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._poll_interval = poll_interval
+        self._buffer = buffer
+        self._recent_max = recent
+        self._wake = asyncio.Event()
         self._changed = asyncio.Event()
+        self._subscribers: set[Subscription] = set()
+        # Every event with floor < cursor <= latest is in memory, in cursor order.
+        self._cursors: list[int] = []
+        self._events: list[tuple[RevocationEvent, bytes]] = []
+        self._floor = self._latest = 0
+        self._task: asyncio.Task[None] | None = None
+        self._start_lock = asyncio.Lock()
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    async def start(self) -> None:
+        """Begin following the store from its newest entry (idempotent; the app's lifespan calls it)."""
+        if self._task is not None:
+            return
+        async with self._start_lock:
+            if self._task is None:
+                self._floor = self._latest = await self._store.latest_cursor()
+                self._task = asyncio.create_task(self._follow(), name="credward-revocation-feed")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for sub in self._subscribers:
+            sub.dropped = True  # their streams end; shutting down is not counted as dropping
+        self._subscribers.clear()
 
     def notify(self, cursor: int) -> None:
-        """Wake every waiter (called after a local revocation)."""
+        """A revocation was written through this replica: look at the store now."""
         del cursor
-        self._changed.set()
-        self._changed = asyncio.Event()
+        self._wake.set()
 
-    async def wait_since(self, cursor: int, wait: float, limit: int = 500) -> list[RevocationEvent]:
-        """Events after ``cursor``; if none, wait up to ``wait`` seconds for one."""
-        deadline = time.monotonic() + wait
+    async def _follow(self) -> None:
         while True:
-            changed = self._changed
-            events = await self._store.revocations_since(cursor, limit)
-            remaining = deadline - time.monotonic()
-            if events or remaining <= 0:
-                return events
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=min(remaining, self._poll_interval))
+                async with asyncio.timeout(self._poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._read_new()
+            except Exception:
+                log.exception("revocation feed: reading the store failed; retrying")
+
+    async def _read_new(self) -> None:
+        while True:
+            events = await self._store.revocations_since(self._latest, PAGE)
+            if events:
+                self._add([(event, sse_bytes(event)) for event in events])
+                changed, self._changed = self._changed, asyncio.Event()
+                changed.set()  # long-polls wake and find the new events in memory
+            if len(events) < PAGE:
+                return
+
+    def _add(self, batch: Batch) -> None:
+        self._cursors.extend(event.cursor for event, _ in batch)
+        self._events.extend(batch)
+        self._latest = batch[-1][0].cursor
+        if len(self._cursors) > 2 * self._recent_max:  # trim in halves: amortized O(1) per event
+            cut = len(self._cursors) - self._recent_max
+            self._floor = self._cursors[cut - 1]
+            del self._cursors[:cut], self._events[:cut]
+        dropped = []
+        for sub in self._subscribers:
+            try:
+                sub.queue.put_nowait(batch)
+            except asyncio.QueueFull:
+                dropped.append(sub)
+        for sub in dropped:
+            self._drop(sub)
+
+    def _drop(self, sub: Subscription) -> None:
+        sub.dropped = True
+        self._subscribers.discard(sub)
+        self._metrics.feed_dropped.inc()
+        self._metrics.feed_subscribers.set(len(self._subscribers))
+
+    async def _since(self, cursor: int, limit: int) -> Batch:
+        """Events after ``cursor``: from memory when it reaches back that far, else from the store."""
+        if cursor >= self._floor:
+            start = bisect.bisect_right(self._cursors, cursor)
+            return self._events[start : start + limit]
+        return [(e, sse_bytes(e)) for e in await self._store.revocations_since(cursor, limit)]
+
+    async def wait_since(self, cursor: int, wait: float, limit: int = PAGE) -> list[RevocationEvent]:
+        """Events after ``cursor``; if there are none yet, wait up to ``wait`` seconds for one."""
+        await self.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                while cursor >= self._latest:
+                    await self._changed.wait()
+        return [e for e, _ in await self._since(cursor, limit)]
+
+    async def stream(self, cursor: int, keepalive: float) -> AsyncIterator[bytes]:
+        """Server-sent events after ``cursor``, then each new one as it comes, until this subscriber is dropped."""
+        await self.start()
+        sub = Subscription(self._buffer)
+        self._subscribers.add(sub)  # before catching up, so nothing written meanwhile is missed
+        self._metrics.feed_subscribers.set(len(self._subscribers))
+        try:
+            yield b": credward revocation feed\n\n"
+            while batch := await self._since(cursor, PAGE):
+                yield b"".join(data for _, data in batch)
+                cursor = batch[-1][0].cursor
+            while not sub.dropped:
+                try:
+                    async with asyncio.timeout(keepalive):
+                        batch = await sub.queue.get()
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                fresh = [data for event, data in batch if event.cursor > cursor]
+                if fresh:
+                    cursor = batch[-1][0].cursor
+                    yield b"".join(fresh)
+        finally:
+            if sub in self._subscribers:
+                self._subscribers.discard(sub)
+                self._metrics.feed_subscribers.set(len(self._subscribers))

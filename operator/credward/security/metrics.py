@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Reasons are RFC 6749 error codes plus a few of our own; a fixed set keeps label cardinality bounded.
 DENIAL_REASONS = (
@@ -36,6 +36,15 @@ class Metrics:
         )
         self.revocations = Counter(
             "credward_revocations", "Accounts and tokens revoked.", ["kind"], registry=self.registry
+        )
+
+        self.feed_subscribers = Gauge(
+            "credward_feed_subscribers", "Revocation feed streams open now.", registry=self.registry
+        )
+        self.feed_dropped = Counter(
+            "credward_feed_subscribers_dropped",
+            "Revocation feed streams ended because their client did not keep up.",
+            registry=self.registry,
         )
 
     def deny(self, reason: str) -> None:

@@ -1,6 +1,9 @@
-"""What the security service stores about an account. Plain frozen dataclasses, no I/O.
+"""What the security service stores about an account. Frozen values, no I/O.
 
-Secrets are never stored, only their keyed hashes (see ``credward.domain.secrets``).
+Secrets are never stored, only their keyed hashes (see ``credward.domain.secrets``). A secret and a role
+mapping are the admin API's own wire models (:class:`~credward.api.admin.SecretHash`,
+:class:`~credward.api.admin.RoleMapping` with :class:`~credward.api.models.Permission`): one definition,
+validated once on the way in, stored and shown as it was pushed.
 """
 
 from __future__ import annotations
@@ -9,37 +12,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from credward.api.admin import RoleMapping, SecretHash
+
 
 class AccountStatus(StrEnum):
     ACTIVE = "active"
     DISABLED = "disabled"  # e.g. expired by lifetime; can be re-enabled by the operator
     REVOKED = "revoked"  # blocked: no token is issued and live tokens appear in the revocation feed
-
-
-@dataclass(frozen=True, slots=True)
-class SecretRecord:
-    """One live secret of an account: public id, keyed hash, and when it stops being accepted."""
-
-    id: str
-    hash: str
-    not_after: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Permission:
-    """Verbs (``read``/``write``) over a path of parts; ``*`` matches one part."""
-
-    verbs: tuple[str, ...]
-    path: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RoleMapping:
-    """One RoleBinding's contribution to an account: the binding's name, its roles and permissions."""
-
-    name: str
-    roles: tuple[str, ...] = ()
-    permissions: tuple[Permission, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +35,17 @@ class Account:
     audiences: tuple[str, ...] = ()
     token_ttl_seconds: int = 300
     groups: tuple[str, ...] = ()
-    secrets: tuple[SecretRecord, ...] = ()
+    secrets: tuple[SecretHash, ...] = ()
     role_mappings: tuple[RoleMapping, ...] = field(default=())
     updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """What a store says about itself: its id (new with every fresh store) and how many accounts it holds."""
+
+    store_id: str
+    accounts: int
 
 
 class RevocationKind(StrEnum):

@@ -1,15 +1,60 @@
 """The OpenAPI 3.1 document the service serves at ``/openapi.json``.
 
-Written by hand because the token endpoint is raw ASGI and its form schema
-must be exact: schema-driven fuzzers (schemathesis) use it to build valid and
-invalid requests.
+The admin API's schemas are generated from its wire models (:mod:`credward.api.admin`, pydantic's
+``models_json_schema``), so what is published is what the service enforces and the operator sends. The
+OAuth form schemas are written out here (RFC 6749 forms are no JSON models); schema-driven fuzzers
+(schemathesis) build valid and invalid token requests from them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic.json_schema import models_json_schema
+
+from credward.api.admin import CLIENT_ID_PATTERN, AccountIn, AccountView, RoleMappingsIn, ServiceInfo
 from credward.security.settings import Settings
+
+_REF = "#/components/schemas/{model}"
+
+
+def admin_schemas() -> dict[str, Any]:
+    """JSON Schemas of the admin API's bodies (requests as validated, responses as serialized, by alias)."""
+    _, top = models_json_schema(
+        [
+            (AccountIn, "validation"),
+            (RoleMappingsIn, "validation"),
+            (AccountView, "serialization"),
+            (ServiceInfo, "serialization"),
+        ],
+        by_alias=True,
+        ref_template=_REF,
+    )
+    schemas: dict[str, Any] = top["$defs"]
+    return schemas
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF.format(model=name)}
+
+
+_ADMIN_ERROR = {
+    "type": "object",
+    "required": ["error", "error_description"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+}
+_EVENT = {
+    "type": "object",
+    "required": ["cursor", "kind", "subject", "client_id", "revoked_at"],
+    "properties": {
+        "cursor": {"type": "integer"},
+        "kind": {"type": "string", "enum": ["account", "token"]},
+        "subject": {"type": "string", "description": "client id (account) or jti (token)"},
+        "client_id": {"type": "string"},
+        "revoked_at": {"type": "string", "format": "date-time"},
+        "expires_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
 
 _OAUTH_ERROR = {
     "type": "object",
@@ -81,17 +126,28 @@ def _form_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
 
 
-def _admin(summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None) -> dict[str, Any]:
+def _admin(
+    summary: str, responses: dict[str, Any], body: dict[str, Any] | None = None, *, account: bool = True
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "security": [{"adminBearer": []}],
-        "parameters": [{"name": "client_id", "in": "path", "required": True, "schema": {"type": "string"}}],
         "responses": {
             **responses,
-            "401": {"description": "no or invalid credentials"},
-            "403": {"description": "caller not allowed"},
+            "401": _json(_ADMIN_ERROR, "no or invalid credentials"),
+            "403": _json(_ADMIN_ERROR, "caller not allowed"),
         },
     }
+    if account:
+        op["parameters"] = [
+            {
+                "name": "clientId",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": CLIENT_ID_PATTERN},
+            }
+        ]
+        op["responses"]["400"] = _json(_ADMIN_ERROR, "malformed client id or body; the description names the field")
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     return op
@@ -108,7 +164,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "scope": {"type": "string"},
         },
     }
-    account = {"type": "object", "additionalProperties": True}
+    view = _ref("AccountView")
+    not_found = _json(_ADMIN_ERROR, "no such account")
     return {
         "openapi": "3.1.0",
         "info": {"title": "credward security service", "version": "1"},
@@ -117,7 +174,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {
                 "clientBasic": {"type": "http", "scheme": "basic"},
                 "adminBearer": {"type": "http", "scheme": "bearer"},
-            }
+            },
+            "schemas": admin_schemas(),
         },
         "paths": {
             "/oauth2/token": {
@@ -130,7 +188,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             },
             "/oauth2/introspect": {
                 "post": {
-                    "summary": "RFC 7662 token introspection (client-authenticated)",
+                    "summary": "RFC 7662 introspection (the token's own client, or an allowed resource server)",
                     "security": [{"clientBasic": []}, {}],
                     "requestBody": _form_body(_TOKEN_OPERATION_FORM),
                     "responses": {
@@ -154,7 +212,19 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                         {"name": "wait", "in": "query", "schema": {"type": "number", "minimum": 0}},
                     ],
-                    "responses": {"200": _json({"type": "object", "required": ["events", "cursor"]}, "feed entries")},
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["events", "cursor"],
+                                "properties": {
+                                    "events": {"type": "array", "items": _EVENT},
+                                    "cursor": {"type": "integer"},
+                                },
+                            },
+                            "feed entries",
+                        )
+                    },
                 }
             },
             "/jwks.json": {
@@ -174,40 +244,34 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 }
             },
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "metrics"}}}},
-            "/v1/admin/accounts/{client_id}": {
+            "/v1/admin/info": {
+                "get": _admin(
+                    "the store's id, its number of accounts, the hash key's id and the token TTL cap",
+                    {"200": _json(_ref("ServiceInfo"), "service info")},
+                    account=False,
+                )
+            },
+            "/v1/admin/accounts/{clientId}": {
                 "get": _admin(
                     "read an account (secret ids, never hashes)",
-                    {"200": _json(account, "account"), "404": {"description": "no such account"}},
+                    {"200": _json(view, "account"), "404": not_found},
                 ),
                 "put": _admin(
-                    "create or replace an account",
-                    {
-                        "200": _json(account, "updated"),
-                        "201": _json(account, "created"),
-                        "400": {"description": "invalid body"},
-                    },
-                    account,
+                    "create or replace an account (its role mappings stay)",
+                    {"200": _json(view, "replaced"), "201": _json(view, "created")},
+                    _ref("AccountIn"),
                 ),
-                "delete": _admin(
-                    "delete an account", {"204": {"description": "deleted"}, "404": {"description": "no such account"}}
-                ),
+                "delete": _admin("delete an account", {"204": {"description": "deleted"}, "404": not_found}),
             },
-            "/v1/admin/accounts/{client_id}/role-mappings": {
+            "/v1/admin/accounts/{clientId}/role-mappings": {
                 "put": _admin(
                     "replace the account's role mappings",
-                    {
-                        "200": _json(account, "updated"),
-                        "400": {"description": "invalid body"},
-                        "404": {"description": "no such account"},
-                    },
-                    {"type": "object", "required": ["mappings"]},
+                    {"200": _json(view, "updated"), "404": not_found},
+                    _ref("RoleMappingsIn"),
                 ),
             },
-            "/v1/admin/accounts/{client_id}/revoke": {
-                "post": _admin(
-                    "revoke an account",
-                    {"200": _json({"type": "object"}, "feed entry"), "404": {"description": "no such account"}},
-                ),
+            "/v1/admin/accounts/{clientId}/revoke": {
+                "post": _admin("revoke an account", {"200": _json(_EVENT, "feed entry"), "404": not_found}),
             },
         },
     }

@@ -71,6 +71,9 @@ class Settings:
     throttle_ip_failures: int = 50
     throttle_window: float = 60.0
     feed_max_wait: float = 30.0
+    feed_subscriber_buffer: int = 64
+    # client ids (resource servers) that may introspect other clients' tokens (RFC 7662 §4)
+    introspect_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
     # HTTP server and its limits (docs/http-server.md)
     http_server: HttpServerKind = HttpServerKind.GRANIAN
@@ -122,10 +125,20 @@ def _float_seconds(text: str) -> float:
 
 
 def _issuer(text: str) -> str:
+    """The issuer exactly as tokens carry it and validators compare it: ``scheme://host[:port]``, nothing more.
+
+    A trailing slash is refused rather than dropped (``iss`` must equal the string validators are given);
+    a path is refused because every endpoint and the metadata are served at the root (RFC 8414 §3.1 would
+    put the metadata of ``https://h/p`` at ``https://h/.well-known/oauth-authorization-server/p``).
+    """
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError("expected an http(s) URL without query or fragment, such as https://credward-security:9000")
-    return text.rstrip("/")
+    if parts.path == "/":
+        raise ValueError(f"write it without the trailing slash ({text.rstrip('/')}): tokens carry it exactly")
+    if parts.path:
+        raise ValueError("an issuer with a path is not supported; serve the service at the root of its host")
+    return text
 
 
 def _store_url(text: str) -> str:
@@ -192,6 +205,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "throttle_ip_failures": _positive_int,
     "throttle_window": _float_seconds,
     "feed_max_wait": _float_seconds,
+    "feed_subscriber_buffer": _positive_int,
+    "introspect_allow": _list,
     "log_level": str.upper,
     "http_server": HttpServerKind,
     "header_timeout": _timeout,

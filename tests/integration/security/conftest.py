@@ -81,9 +81,10 @@ class Service:
         expires_at: datetime | None = None,
         roles: tuple[str, ...] = ("reader",),
         permissions: list[dict[str, Any]] | None = None,
+        client_id: str | None = None,
     ) -> Registered:
         """Create an account with one secret and one role mapping, as the operator would."""
-        client_id, secret, secret_id = new_client_id(), new_client_secret(), new_secret_id()
+        client_id, secret, secret_id = client_id or new_client_id(), new_client_secret(), new_secret_id()
         self.secrets_seen.append(secret)
         body: dict[str, Any] = {
             "displayName": "integration test",
@@ -133,7 +134,7 @@ def _wait_ready(service: Service) -> None:
     raise RuntimeError(f"security service not ready after {START_TIMEOUT}s:\n{service.logs()[-3000:]}")
 
 
-def _stop(service: Service) -> None:
+def stop_service(service: Service) -> None:
     service.process.terminate()
     try:
         service.process.wait(timeout=10)
@@ -145,7 +146,7 @@ def _stop(service: Service) -> None:
 StartService = Callable[..., Service]
 
 
-def _starter(tmp: Path, store_url: str, started: list[Service]) -> StartService:
+def starter(tmp: Path, store_url: str, started: list[Service]) -> StartService:
     def start(keys_dir: Path | None = None, **flags: str) -> Service:
         n = len(started)
         port = free_port()
@@ -172,6 +173,8 @@ def _starter(tmp: Path, store_url: str, started: list[Service]) -> StartService:
         stdout, stderr = base / "stdout.log", base / "stderr.log"
         cmd = [sys.executable, "-m", "credward.cli", "security", "serve", *(f"--{k}={v}" for k, v in options.items())]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDWARD_SECURITY_")}
+        # The ASGI app under uvicorn; a build whose serve command has no such setting ignores the variable.
+        env["CREDWARD_SECURITY_HTTP_SERVER"] = "uvicorn"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         service = Service(options["issuer"], admin_token, hash_key, keys, stdout, stderr, process)
@@ -199,12 +202,12 @@ def backend_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def service(backend_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One running service per backend for the module."""
     started: list[Service] = []
-    svc = _starter(tmp_path_factory.mktemp("service"), backend_url, started)()
+    svc = starter(tmp_path_factory.mktemp("service"), backend_url, started)()
     try:
         yield svc
     finally:
         for s in started:
-            _stop(s)
+            stop_service(s)
 
 
 @pytest.fixture
@@ -212,7 +215,7 @@ def start_service(backend_url: str, tmp_path: Path) -> Iterator[StartService]:
     """Start dedicated services (on this module's backend) with overridden flags; all stopped after the test."""
     started: list[Service] = []
     try:
-        yield _starter(tmp_path, backend_url, started)
+        yield starter(tmp_path, backend_url, started)
     finally:
         for s in started:
-            _stop(s)
+            stop_service(s)

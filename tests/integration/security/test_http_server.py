@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.integration.conftest import sqlite_url
-from tests.integration.security.conftest import Service, StartService, _starter, _stop
+from tests.integration.security.conftest import Service, StartService, stop_service
+from tests.integration.security.conftest import starter as service_starter
 
 from credward.security.store import open_store
 
@@ -58,14 +59,14 @@ def start(backend_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     started: list[Service] = []
     base = tmp_path_factory.mktemp("services")
 
-    def starter(store_url: str = backend_url, **flags: str) -> Service:
-        return _starter(base / str(len(started)), store_url, started)(**flags)
+    def start_one(store_url: str = backend_url, **flags: str) -> Service:
+        return service_starter(base / str(len(started)), store_url, started)(**flags)
 
     try:
-        yield starter
+        yield start_one
     finally:
         for service in started:
-            _stop(service)
+            stop_service(service)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from tests.integration.security.conftest import Service, StartService
+from tests.integration.conftest import sqlite_url
+from tests.integration.security.conftest import Service, StartService, starter, stop_service
 
+from credward.api.admin import ServiceInfo
 from credward.devcluster import ControlPlane
-from credward.domain.secrets import new_client_id
+from credward.domain.secrets import hash_key_id, new_client_id
 from credward.security.keys import generate_key, key_to_pem
 from credward.security.settings import SigningAlgorithm
 
@@ -140,3 +142,46 @@ def test_tokenreview_admin_auth_against_the_real_apiserver(
     created = httpx.put(url, json=body, headers={"Authorization": f"Bearer {allowed}"})
     assert created.status_code == 201, created.text
     assert json.loads(created.text)["displayName"] == "via tokenreview"
+
+
+def test_admin_info_over_http(service: Service) -> None:
+    url = service.base_url + "/v1/admin/info"
+    assert httpx.get(url).status_code == 401
+    before = ServiceInfo.model_validate(httpx.get(url, headers=service.admin_headers()).json())
+    service.register()
+    after = ServiceInfo.model_validate(httpx.get(url, headers=service.admin_headers()).json())
+    assert after.store_id == before.store_id
+    assert after.accounts == before.accounts + 1
+    assert after.hash_key_id == hash_key_id(service.hash_key)
+    assert after.max_token_ttl_seconds == 3600
+
+
+def test_a_wiped_sqlite_store_gets_a_new_store_id(tmp_path: Path) -> None:
+    """How the operator notices a reset store: the id it saw before is gone, and so are the accounts."""
+    started: list[Service] = []
+    db = tmp_path / "wiped" / "store.db"
+    try:
+        first = starter(tmp_path / "a", sqlite_url(db), started)()
+        first.register()
+        before = ServiceInfo.model_validate(
+            httpx.get(first.base_url + "/v1/admin/info", headers=first.admin_headers()).json()
+        )
+        assert before.accounts == 1
+        first.process.terminate()
+        first.process.wait(timeout=10)
+        again = starter(tmp_path / "b", sqlite_url(db), started)()
+        same = httpx.get(again.base_url + "/v1/admin/info", headers=again.admin_headers()).json()
+        assert same["storeId"] == before.store_id  # a restart keeps the store
+        again.process.terminate()
+        again.process.wait(timeout=10)
+        for leftover in db.parent.iterdir():
+            leftover.unlink()
+        wiped = starter(tmp_path / "c", sqlite_url(db), started)()
+        after = ServiceInfo.model_validate(
+            httpx.get(wiped.base_url + "/v1/admin/info", headers=wiped.admin_headers()).json()
+        )
+    finally:
+        for s in started:
+            stop_service(s)
+    assert after.store_id != before.store_id
+    assert after.accounts == 0

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from tests.integration.security.conftest import Registered, Service, StartService
 
+from credward.domain.secrets import new_client_id
+
 pytestmark = pytest.mark.integration
 
 
@@ -39,20 +41,43 @@ def feed(service: Service, since: int, wait: float = 0) -> dict[str, object]:
     return body
 
 
-def test_introspection(service: Service) -> None:
-    client, resource_server = service.register(), service.register()
+def test_introspection_by_the_tokens_own_client(service: Service) -> None:
+    client, stranger = service.register(), service.register()
     token = access_token(service, client)
-    body = introspect(service, resource_server, token).json()
+    body = introspect(service, client, token).json()
     assert body["active"] is True
     assert body["client_id"] == client.client_id
     assert body["scope"] == "storage.read:/data storage.modify:/data/out"
     assert body["token_type"] == "Bearer"
-    assert introspect(service, resource_server, "not-a-token").json() == {"active": False}
+    assert introspect(service, client, "not-a-token").json() == {"active": False}
+    # RFC 7662 §4: another client learns nothing, not even that the token is active.
+    assert introspect(service, stranger, token).json() == {"active": False}
     unauthenticated = httpx.post(service.base_url + "/oauth2/introspect", data={"token": token})
     assert unauthenticated.status_code == 401
     assert unauthenticated.json()["error"] == "invalid_client"
     missing = httpx.post(service.base_url + "/oauth2/introspect", data={}, auth=(client.client_id, client.secret))
     assert missing.json()["error"] == "invalid_request"
+
+
+def test_an_allowed_resource_server_introspects_every_clients_tokens(start_service: StartService) -> None:
+    resource_server_id = new_client_id()
+    service = start_service(introspect_allow=resource_server_id)
+    resource_server, client, stranger = (
+        service.register(client_id=resource_server_id),
+        service.register(),
+        service.register(),
+    )
+    token = access_token(service, client)
+    body = introspect(service, resource_server, token).json()
+    assert body["active"] is True
+    assert body["client_id"] == client.client_id
+    assert introspect(service, stranger, token).json() == {"active": False}
+    with service.http() as http:
+        assert (
+            http.post(f"/v1/admin/accounts/{client.client_id}/revoke", headers=service.admin_headers()).status_code
+            == 200
+        )
+    assert introspect(service, resource_server, token).json() == {"active": False}
 
 
 def test_token_revocation(service: Service) -> None:
@@ -62,9 +87,10 @@ def test_token_revocation(service: Service) -> None:
     refused = revoke(service, other, token)
     assert refused.status_code == 400
     assert refused.json()["error"] == "unauthorized_client"
+    assert introspect(service, client, token).json()["active"] is True  # refused above: still active
     assert revoke(service, client, token).status_code == 200
     assert revoke(service, client, "garbage").status_code == 200  # RFC 7009 §2.2
-    assert introspect(service, other, token).json() == {"active": False}
+    assert introspect(service, client, token).json() == {"active": False}
     events = feed(service, cursor)["events"]
     assert isinstance(events, list)
     assert any(e["kind"] == "token" and e["client_id"] == client.client_id for e in events)
@@ -80,7 +106,7 @@ def test_account_revocation_stops_issuance_and_reaches_the_feed(service: Service
     assert r.json()["kind"] == "account"
     denied = service.token(client)
     assert denied.status_code == 401
-    assert introspect(service, service.register(), token).json() == {"active": False}
+    assert introspect(service, client, token).status_code == 401  # a revoked client cannot even ask
     body = feed(service, cursor)
     events = body["events"]
     assert isinstance(events, list)
@@ -128,6 +154,7 @@ def test_server_sent_events(service: Service) -> None:
 
 def test_delete_account(service: Service) -> None:
     client = service.register()
+    assert service.token(client).status_code == 200
     with service.http() as http:
         assert http.delete(f"/v1/admin/accounts/{client.client_id}", headers=service.admin_headers()).status_code == 204
         assert http.get(f"/v1/admin/accounts/{client.client_id}", headers=service.admin_headers()).status_code == 404
@@ -146,7 +173,7 @@ def test_admin_refuses_grant_verb_and_bad_bodies(service: Service) -> None:
         bad = http.put(url, json={"secrets": [{"id": "x", "hash": "not-hex"}]}, headers=service.admin_headers())
         assert bad.status_code == 400
         view = http.get(url, headers=service.admin_headers()).json()
-    assert view["secrets"] == [{"id": client.secret_id, "notAfter": None}]
+    assert view["secrets"] == [{"id": client.secret_id, "createdAt": None, "notAfter": None}]
     assert "hash" not in json.dumps(view)
 
 

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import socket
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 from tests.integration.security.conftest import Registered, Service
+
+from credward.domain.claims import CLOCK_SKEW_ALLOWANCE
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +54,7 @@ def test_authlib_client_gets_a_token_pyjwt_verifies(service: Service, method: st
     assert claims["roles"] == ["reader"]
     assert claims["wlcg.ver"] == "1.0"
     assert claims["wlcg.groups"] == ["/atlas/prod", "/atlas"]
-    assert claims["exp"] - claims["iat"] == 300
+    assert claims["exp"] - claims["iat"] == 300 + CLOCK_SKEW_ALLOWANCE  # iat is backdated
     assert jwt.get_unverified_header(token["access_token"])["kid"]
 
 
@@ -135,12 +139,23 @@ def test_downscoping(service: Service) -> None:
     assert verify(service, response.json()["access_token"])["scope"] == "storage.read:/data/run7"
 
 
-def test_wildcard_permission(service: Service) -> None:
-    perms = [{"verbs": ["read", "write"], "path": ["runs", "*", "out"]}]
-    client = service.register(permissions=perms)
+def test_a_trailing_wildcard_grants_the_path_and_everything_below(service: Service) -> None:
+    client = service.register(permissions=[{"verbs": ["read", "write"], "path": ["runs", "*"]}])
+    assert service.token(client).json()["scope"] == "storage.read:/runs storage.modify:/runs"
     ok = service.token(client, scope="storage.modify:/runs/7/out/file")
     assert ok.status_code == 200, ok.text
-    assert error_of(service.token(client, scope="storage.modify:/runs"), 400) == "invalid_scope"
+    assert error_of(service.token(client, scope="storage.modify:/other"), 400) == "invalid_scope"
+
+
+def test_a_wildcard_inside_a_path_is_refused_by_the_admin_api(service: Service) -> None:
+    client = service.register()
+    mappings = {"mappings": [{"name": "rb", "permissions": [{"verbs": ["read"], "path": ["runs", "*", "out"]}]}]}
+    with service.http() as http:
+        response = http.put(
+            f"/v1/admin/accounts/{client.client_id}/role-mappings", json=mappings, headers=service.admin_headers()
+        )
+    assert response.status_code == 400
+    assert "'*' may only be the last part of a path" in response.json()["error_description"]
 
 
 def test_audience_and_resource(service: Service) -> None:
@@ -238,3 +253,96 @@ def test_audit_lines_are_json_per_request(service: Service) -> None:
     assert issued[0]["scope"] == "storage.read:/data storage.modify:/data/out"
     denied = [r for r in records if r.get("client_id") == client.client_id and r["outcome"] == "denied"]
     assert denied[-1]["reason"] == "invalid_scope"
+
+
+def raw_exchange(service: Service, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send bytes on a fresh connection and read until the server's first full answer (or it closes)."""
+    url = urlsplit(service.base_url)
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=timeout) as sock:
+        sock.sendall(request)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        return received
+
+
+@pytest.mark.parametrize("who", ["wrong secret", "unknown client"])
+def test_a_bad_basic_secret_gets_no_100_continue(service: Service, who: str) -> None:
+    """Authenticated from the header first: the server is never asked for the body, so never says 100 Continue."""
+    client = service.register()
+    user, secret = (client.client_id, "cws_wrong") if who == "wrong secret" else ("nobody", client.secret)
+    header = base64.b64encode(f"{user}:{secret}".encode()).decode()
+    body = b"grant_type=client_credentials"
+    head = (
+        f"POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {header}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    answer = raw_exchange(service, head)  # the body is never sent: a server waiting for it would time out
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b"100 Continue" not in answer
+
+
+def test_a_good_basic_secret_gets_100_continue_and_a_token(service: Service) -> None:
+    client = service.register()
+    header = base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
+    body = b"grant_type=client_credentials"
+    head = (
+        f"POST /oauth2/token HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {header}\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+        "Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    ).encode()
+    url = urlsplit(service.base_url)
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
+        sock.sendall(head)
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 "), interim[:200]
+        sock.sendall(body)
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+    assert rest.startswith(b"HTTP/1.1 200 "), rest[:200]
+    assert b"access_token" in rest
+
+
+def test_a_percent_encoded_token_path_is_not_the_token_endpoint(service: Service) -> None:
+    client = service.register()
+    header = base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
+    body = b"grant_type=client_credentials"
+    answer = raw_exchange(
+        service,
+        (
+            f"POST /oauth2%2Ftoken HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {header}\r\n"
+            f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        + body,
+    )
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert b"access_token" not in answer
+
+
+ALLOWED_IN_DESCRIPTIONS = set(range(0x20, 0x22)) | set(range(0x23, 0x5C)) | set(range(0x5D, 0x7F))
+
+
+@pytest.mark.parametrize("scope", ['storage.read:/a"b', "storage.read:/a\\b", "storage.read:/ü", 'x"\\y'])
+def test_error_descriptions_hold_only_rfc6749_characters(service: Service, scope: str) -> None:
+    """authlib and oauthlib parse them; the client's own input comes back only in §5.2's character set."""
+    client = service.register()
+    response = service.token(client, scope=scope)
+    assert error_of(response, 400) == "invalid_scope"
+    description = response.json()["error_description"]
+    assert description
+    assert all(ord(c) in ALLOWED_IN_DESCRIPTIONS for c in description), description
+
+
+def test_discovery_has_no_invented_capabilities(service: Service) -> None:
+    meta = httpx.get(service.base_url + "/.well-known/oauth-authorization-server").json()
+    assert meta["response_types_supported"] == []
+    assert "token_endpoint_auth_signing_alg_values_supported" not in meta
+    assert meta["scopes_supported"] == ["storage.read:/", "storage.modify:/"]
+    for key in ("token_endpoint", "jwks_uri", "introspection_endpoint", "revocation_endpoint"):
+        assert httpx.get(meta[key]).status_code != 404, key

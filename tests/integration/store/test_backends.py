@@ -32,6 +32,28 @@ async def test_sqlite_creates_its_directory_and_runs_in_wal_mode(tmp_path: Path)
         assert await cur.fetchone() == ("wal",)
 
 
+async def test_a_new_sqlite_file_is_a_new_store_with_a_new_id(tmp_path: Path) -> None:
+    """A wiped SQLite file (a pod without a persistent volume, restarted) is told apart by its id."""
+    path = tmp_path / "store.db"
+    ids = []
+    for _ in range(2):
+        store = open_store(sqlite_url(path))
+        try:
+            await store.migrate()
+            ids.append((await store.info()).store_id)
+        finally:
+            await store.close()
+    for leftover in tmp_path.iterdir():
+        leftover.unlink()
+    store = open_store(sqlite_url(path))
+    try:
+        await store.migrate()
+        ids.append((await store.info()).store_id)
+    finally:
+        await store.close()
+    assert ids[0] == ids[1] != ids[2]
+
+
 async def test_postgres_store_survives_the_server_dropping_its_connections(postgres_server: PostgresServer) -> None:
     """A failover or an administrator's pg_terminate_backend must not leave the pool holding dead connections."""
     dsn = postgres_server.create_database("drop")

@@ -14,16 +14,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import asyncpg
 import pytest
 
-from credward.security.model import (
-    Account,
-    AccountStatus,
-    Permission,
-    RevocationKind,
-    RoleMapping,
-    SecretRecord,
-)
+from credward.api.admin import RoleMapping, SecretHash
+from credward.api.models import Permission
+from credward.errors import UnstorableText
+from credward.security.model import Account, AccountStatus, RevocationKind
 from credward.security.store import Store, open_store
-from credward.security.store.codec import UnstorableText
 from credward.security.store.migrations import MIGRATIONS
 from credward.security.store.postgres import PostgresStore
 from credward.security.store.sqlite import SQLiteStore
@@ -47,8 +42,8 @@ def account(client_id: str = "c-1", **changes: object) -> Account:
         token_ttl_seconds=600,
         groups=("/team-a/backup", "/team-a"),
         secrets=(
-            SecretRecord(id="a1b2c3d4", hash="0" * 64, not_after=NOW + timedelta(hours=24)),
-            SecretRecord(id="e5f6a7b8", hash="f" * 64, not_after=None),
+            SecretHash(id="a1b2c3d4", hash="0" * 64, created_at=NOW, not_after=NOW + timedelta(hours=24)),
+            SecretHash(id="e5f6a7b8", hash="f" * 64, not_after=None),
         ),
         updated_at=NOW,
     )
@@ -109,7 +104,7 @@ async def test_put_account_replaces_everything_but_role_mappings(store: Store) -
         display_name="Renamed",
         audiences=("https://other.test",),
         groups=(),
-        secrets=(SecretRecord(id="99999999", hash="1" * 64),),
+        secrets=(SecretHash(id="99999999", hash="1" * 64),),
         status=AccountStatus.DISABLED,
         expires_at=None,
         token_ttl_seconds=60,
@@ -121,7 +116,7 @@ async def test_put_account_replaces_everything_but_role_mappings(store: Store) -
 async def test_set_role_mappings_replaces_the_whole_set(store: Store) -> None:
     await store.put_account(account())
     await store.set_role_mappings("c-1", MAPPINGS)
-    only = (RoleMapping(name="reader", roles=("reader",), permissions=(Permission(("read",), ("data",)),)),)
+    only = (RoleMapping(name="reader", roles=("reader",), permissions=(Permission(verbs=("read",), path=("data",)),)),)
     await store.set_role_mappings("c-1", only)
     got = await store.get_account("c-1")
     assert got is not None
@@ -321,13 +316,37 @@ async def test_ping(store: Store) -> None:
     await store.ping()
 
 
+async def test_info_names_the_store_and_counts_its_accounts(store: Store, store_url: str) -> None:
+    first = await store.info()
+    assert first.accounts == 0
+    assert len(first.store_id) == 32
+    await store.put_account(account())
+    await store.put_account(account("c-2"))
+    await store.delete_account("c-2")
+    assert await store.info() == replace(first, accounts=1)
+    await store.migrate()
+    again = open_store(store_url)  # another replica, or a restart: the same store, the same id
+    try:
+        await again.migrate()
+        assert (await again.info()).store_id == first.store_id
+    finally:
+        await again.close()
+
+
+async def test_latest_cursor_follows_the_feed(store: Store) -> None:
+    assert await store.latest_cursor() == 0
+    first = await store.revoke_token("jti-1", "c-1", NOW + timedelta(minutes=5), NOW)
+    second = await store.revoke_account("c-1", NOW)
+    assert await store.latest_cursor() == second.cursor > first.cursor
+
+
 async def test_nul_characters_are_refused_on_write_and_never_found(store: Store) -> None:
     """PostgreSQL text cannot hold NUL; both backends refuse it alike, and lookups by such keys find nothing."""
     for bad in (account("c\x00"), account(display_name="a\x00b"), account(groups=("/g\x00",))):
         with pytest.raises(UnstorableText):
             await store.put_account(bad)
     with pytest.raises(UnstorableText, match="role_mappings"):
-        await store.set_role_mappings("c-1", (RoleMapping(name="r", roles=("x\x00",)),))
+        await store.set_role_mappings("c-1", (RoleMapping.model_construct(name="r", roles=("x\x00",)),))
     with pytest.raises(UnstorableText, match="jti"):
         await store.revoke_token("j\x00", "c-1", NOW, NOW)
     with pytest.raises(UnstorableText, match="client_id"):

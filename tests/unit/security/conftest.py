@@ -1,5 +1,5 @@
-"""Fixtures for the security service's unit tests (defined in security_fakes, a uniquely named module)."""
+"""Fixtures for the security service's unit tests (defined in security_fixtures, a uniquely named module)."""
 
-from tests.unit.security.security_fakes import add_client, app, clock, memory_store, settings
+from tests.unit.security.security_fixtures import add_client, app, clock, http, services, settings, store
 
-__all__ = ["add_client", "app", "clock", "memory_store", "settings"]
+__all__ = ["add_client", "app", "clock", "http", "services", "settings", "store"]

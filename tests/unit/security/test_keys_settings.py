@@ -12,7 +12,10 @@ import yaml
 
 from credward.domain.claims import ClaimsTemplate, build_claims
 from credward.domain.scopes import Scope, ScopeProfile
+from credward.domain.secrets import parse_hash_key
+from credward.errors import HashKeyError
 from credward.security.adminauth import load_kubeconfig
+from credward.security.cli import read_hash_key
 from credward.security.keys import (
     KeyLoadError,
     KeyRing,
@@ -118,13 +121,43 @@ def test_settings_from_flags_and_env() -> None:
         "CREDWARD_SECURITY_ADMIN_ALLOW": "system:serviceaccount:credward:operator",
         "CREDWARD_SECURITY_MAX_TOKEN_TTL": "10m",
     }
-    flags = {"issuer": "https://auth.example/", "hash_key_file": "/k", "keys_dir": "/keys", "admin_auth": "tokenreview"}
-    s = load_settings(flags, env)
+    flags = {"issuer": "https://auth.example", "hash_key_file": "/k", "keys_dir": "/keys", "admin_auth": "tokenreview"}
+    s = load_settings(flags, {**env, "CREDWARD_SECURITY_INTROSPECT_ALLOW": "rs-1, rs-2"})
     assert s.issuer == "https://auth.example"
+    assert s.introspect_allow == ("rs-1", "rs-2")
     assert s.admin_auth is AdminAuthMode.TOKENREVIEW
     assert s.admin_allow == ("system:serviceaccount:credward:operator",)
     assert s.max_token_ttl == 600
     assert s.issuer_host == "auth.example"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "why"),
+    [
+        ("https://auth.example/", "without the trailing slash"),
+        ("https://auth.example/credward", "with a path is not supported"),
+        ("https://auth.example/credward/", "with a path is not supported"),
+    ],
+)
+def test_settings_refuse_an_issuer_tokens_could_not_carry_exactly(issuer: str, why: str) -> None:
+    """A trailing slash was dropped (so iss differed from what validators were given); a path got 404s."""
+    base = {"store_url": "sqlite:///x.db", "hash_key_file": "/k", "keys_dir": "/d", "admin_auth": "bearer-file"}
+    with pytest.raises(SettingsError, match=why):
+        load_settings({**base, "issuer": issuer, "admin_token_file": "/t"}, {})
+
+
+def test_hash_key_file_is_parsed_once_for_operator_and_service(tmp_path: Path) -> None:
+    path = tmp_path / "hash.key"
+    path.write_bytes(b"  " + b"a" * 32 + b"\n")
+    assert read_hash_key(path, dev_mode=False) == parse_hash_key(path.read_bytes()) == b"a" * 32
+    path.write_bytes(b"a" * 31 + b"\n")
+    with pytest.raises(SettingsError, match="at least 32 bytes, not 31"):
+        read_hash_key(path, dev_mode=False)
+    with pytest.raises(HashKeyError, match="empty"):
+        parse_hash_key(b" \n\t")
+    created = tmp_path / "dev" / "hash.key"
+    assert len(read_hash_key(created, dev_mode=True)) >= 32
+    assert created.stat().st_mode & 0o777 == 0o600
 
 
 def test_settings_never_echo_a_store_password() -> None:

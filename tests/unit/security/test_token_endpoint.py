@@ -1,8 +1,9 @@
-"""The token endpoint in-process (ASGI transport, memory store, fake clock): every grant path and RFC error."""
+"""The token endpoint in-process (ASGI transport, SQLite store, fake clock): every grant path and RFC error."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -10,19 +11,19 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from tests.unit.security.security_fakes import ISSUER, Client, FakeClock, MemoryStore
+from tests.unit.security.security_fixtures import HASH_KEY, ISSUER, Client, FakeClock, asgi
 
-from credward.security.app import CredwardApp
+from credward.domain.claims import CLOCK_SKEW_ALLOWANCE
+from credward.errors import InvalidClient
+from credward.security.app import CredwardApp, Services
+from credward.security.service import memo_key
+from credward.security.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.unit
 
 WLCG_ANY = "https://wlcg.cern.ch/jwt/v1/any"
-
-
-@pytest.fixture
-async def http(app: CredwardApp) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client:
-        yield client
+FORM = b"application/x-www-form-urlencoded"
+AddClient = Callable[..., Awaitable[Client]]
 
 
 async def token(http: httpx.AsyncClient, client: Client | None, **form: str) -> httpx.Response:
@@ -50,9 +51,9 @@ def assert_error(response: httpx.Response, status: int, error: str) -> None:
 
 
 async def test_basic_auth_issues_a_verifiable_token(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], clock: FakeClock
+    http: httpx.AsyncClient, add_client: AddClient, clock: FakeClock
 ) -> None:
-    client = add_client()
+    client = await add_client()
     clock.now = datetime.now(UTC).timestamp()
     response = await token(http, client)
     assert response.status_code == 200, response.text
@@ -67,22 +68,20 @@ async def test_basic_auth_issues_a_verifiable_token(
     assert claims["roles"] == ["reader", "writer"]
     assert claims["wlcg.ver"] == "1.0"
     assert claims["wlcg.groups"] == ["/cms/prod", "/cms"]
-    assert claims["exp"] - claims["iat"] == 300
+    assert claims["exp"] - claims["iat"] == 300 + CLOCK_SKEW_ALLOWANCE  # iat is backdated
     assert claims["nbf"] == claims["iat"]
     assert len(claims["jti"]) >= 16
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "ES256"
 
 
-async def test_client_secret_post(http: httpx.AsyncClient, add_client: Callable[..., Client]) -> None:
-    client = add_client()
+async def test_client_secret_post(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    client = await add_client()
     response = await token(http, None, client_id=client.client_id, client_secret=client.secret)
     assert response.status_code == 200, response.text
 
 
-async def test_two_auth_methods_at_once_is_invalid_request(
-    http: httpx.AsyncClient, add_client: Callable[..., Client]
-) -> None:
-    client = add_client()
+async def test_two_auth_methods_at_once_is_invalid_request(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    client = await add_client()
     response = await token(http, client, client_secret=client.secret)
     assert_error(response, 400, "invalid_request")
 
@@ -92,9 +91,9 @@ async def test_two_auth_methods_at_once_is_invalid_request(
     [None, ("nobody", "cws_nothing"), "wrong-secret"],
 )
 async def test_bad_client_is_401_with_www_authenticate(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], auth: object
+    http: httpx.AsyncClient, add_client: AddClient, auth: object
 ) -> None:
-    client = add_client()
+    client = await add_client()
     if auth == "wrong-secret":
         auth = (client.client_id, "cws_" + "x" * 43)
     response = await http.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=auth)  # type: ignore[arg-type]
@@ -118,17 +117,15 @@ async def test_malformed_basic_header_is_invalid_client(http: httpx.AsyncClient)
     ],
 )
 async def test_grant_type_errors(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], form: dict[str, str], error: str
+    http: httpx.AsyncClient, add_client: AddClient, form: dict[str, str], error: str
 ) -> None:
-    client = add_client()
+    client = await add_client()
     response = await http.post("/oauth2/token", data=form, auth=(client.client_id, client.secret))
     assert_error(response, 400, error)
 
 
-async def test_repeated_parameter_is_invalid_request(
-    http: httpx.AsyncClient, add_client: Callable[..., Client]
-) -> None:
-    client = add_client()
+async def test_repeated_parameter_is_invalid_request(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    client = await add_client()
     response = await http.post(
         "/oauth2/token",
         content=b"grant_type=client_credentials&scope=a&scope=b",
@@ -138,8 +135,8 @@ async def test_repeated_parameter_is_invalid_request(
     assert_error(response, 400, "invalid_request")
 
 
-async def test_json_body_is_invalid_request(http: httpx.AsyncClient, add_client: Callable[..., Client]) -> None:
-    client = add_client()
+async def test_json_body_is_invalid_request(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    client = await add_client()
     response = await http.post(
         "/oauth2/token", json={"grant_type": "client_credentials"}, auth=(client.client_id, client.secret)
     )
@@ -157,10 +154,8 @@ async def test_get_is_not_allowed(http: httpx.AsyncClient) -> None:
         ("storage.read:/data storage.modify:/data/out/x", "storage.read:/data storage.modify:/data/out/x"),
     ],
 )
-async def test_downscoping(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], scope: str, granted: str
-) -> None:
-    response = await token(http, add_client(), scope=scope)
+async def test_downscoping(http: httpx.AsyncClient, add_client: AddClient, scope: str, granted: str) -> None:
+    response = await token(http, await add_client(), scope=scope)
     assert response.status_code == 200, response.text
     assert response.json()["scope"] == granted
 
@@ -177,13 +172,13 @@ async def test_downscoping(
     ],
 )
 async def test_scope_beyond_holding_is_invalid_scope(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], scope: str
+    http: httpx.AsyncClient, add_client: AddClient, scope: str
 ) -> None:
-    assert_error(await token(http, add_client(), scope=scope), 400, "invalid_scope")
+    assert_error(await token(http, await add_client(), scope=scope), 400, "invalid_scope")
 
 
-async def test_audience_and_resource(http: httpx.AsyncClient, add_client: Callable[..., Client]) -> None:
-    client = add_client(audiences=("https://storage.test", "https://other.test"))
+async def test_audience_and_resource(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    client = await add_client(audiences=("https://storage.test", "https://other.test"))
     ok = await token(http, client, resource="https://other.test")
     assert ok.status_code == 200
     assert jwt.decode(ok.json()["access_token"], options={"verify_signature": False})["aud"] == "https://other.test"
@@ -194,33 +189,31 @@ async def test_audience_and_resource(http: httpx.AsyncClient, add_client: Callab
     assert_error(await token(http, client, resource="not a uri"), 400, "invalid_target")
 
 
-async def test_account_without_audiences_gets_the_profile_any(
-    http: httpx.AsyncClient, add_client: Callable[..., Client]
-) -> None:
-    response = await token(http, add_client(audiences=()))
+async def test_account_without_audiences_gets_the_profile_any(http: httpx.AsyncClient, add_client: AddClient) -> None:
+    response = await token(http, await add_client(audiences=()))
     assert jwt.decode(response.json()["access_token"], options={"verify_signature": False})["aud"] == WLCG_ANY
 
 
 async def test_ttl_is_capped_by_server_and_account_expiry(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], clock: FakeClock
+    http: httpx.AsyncClient, add_client: AddClient, clock: FakeClock
 ) -> None:
-    assert (await token(http, add_client(ttl=86400))).json()["expires_in"] == 3600
+    assert (await token(http, await add_client(ttl=86400))).json()["expires_in"] == 3600
     soon = datetime.fromtimestamp(clock.now + 42, UTC)
-    assert (await token(http, add_client(expires_at=soon))).json()["expires_in"] == 42
+    assert (await token(http, await add_client(expires_at=soon))).json()["expires_in"] == 42
 
 
 async def test_expired_account_and_expired_secret_are_refused(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], clock: FakeClock
+    http: httpx.AsyncClient, add_client: AddClient, clock: FakeClock
 ) -> None:
     past = datetime.fromtimestamp(clock.now - 1, UTC)
-    assert_error(await token(http, add_client(expires_at=past)), 401, "invalid_client")
-    assert_error(await token(http, add_client(not_after=past)), 401, "invalid_client")
+    assert_error(await token(http, await add_client(expires_at=past)), 401, "invalid_client")
+    assert_error(await token(http, await add_client(not_after=past)), 401, "invalid_client")
 
 
 async def test_client_throttle_answers_429_but_never_locks_out_the_right_secret(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], clock: FakeClock
+    http: httpx.AsyncClient, add_client: AddClient, clock: FakeClock
 ) -> None:
-    client = add_client()
+    client = await add_client()
     wrong = Client(client.client_id, "cws_wrong")
     for _ in range(3):
         assert_error(await token(http, wrong), 401, "invalid_client")
@@ -232,44 +225,137 @@ async def test_client_throttle_answers_429_but_never_locks_out_the_right_secret(
     assert_error(await token(http, wrong), 401, "invalid_client")
 
 
-async def test_throttle_per_ip(http: httpx.AsyncClient, add_client: Callable[..., Client]) -> None:
+async def test_throttle_per_ip(http: httpx.AsyncClient, add_client: AddClient) -> None:
     for i in range(5):
         assert_error(await token(http, Client(f"guess-{i}", "cws_wrong")), 401, "invalid_client")
-    assert_error(await token(http, add_client()), 429, "temporarily_unavailable")
+    assert_error(await token(http, await add_client()), 429, "temporarily_unavailable")
 
 
-async def test_account_cache_serves_repeat_requests_without_store_reads(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], memory_store: MemoryStore, clock: FakeClock
+async def test_account_cache_serves_a_cached_view_until_its_ttl(
+    http: httpx.AsyncClient, add_client: AddClient, store: SQLiteStore, clock: FakeClock
 ) -> None:
-    client = add_client()
-    await token(http, client)
-    reads = memory_store.reads
-    for _ in range(5):
-        await token(http, client)
-    assert memory_store.reads == reads
-    clock.now += 3  # past the 2 s cache TTL: one fresh read
-    await token(http, client)
-    assert memory_store.reads == reads + 1
+    """Within the cache TTL the token endpoint answers from its cached view, without reading the store."""
+    client = await add_client()
+    assert (await token(http, client)).status_code == 200
+    await store.delete_account(client.client_id)  # behind the service's back: nothing invalidates the cache
+    assert (await token(http, client)).status_code == 200
+    clock.now += 3  # past the 2 s cache TTL: read again, and the account is gone
+    assert_error(await token(http, client), 401, "invalid_client")
 
 
 async def test_remembered_requests_keep_no_secret_and_are_still_checked(
-    http: httpx.AsyncClient, add_client: Callable[..., Client], memory_store: MemoryStore, app: CredwardApp
+    services: Services, add_client: AddClient, store: SQLiteStore
 ) -> None:
     """A repeated request skips parsing, but its secret is still checked against the account's live hashes."""
-    oauth = app.components.oauth
-    client = add_client()
-    assert (await token(http, client)).status_code == 200
-    assert (await token(http, client)).status_code == 200
-    remembered = list(oauth._parsed.values())
-    assert remembered
-    assert all(request.credentials.client_secret == "" for request, _ in remembered)
+    oauth = services.oauth
+    client = await add_client()
+    header = b"Basic " + base64.b64encode(f"{client.client_id}:{client.secret}".encode())
+    body = b"grant_type=client_credentials"
+
+    async def read() -> bytes:
+        return body
+
+    for _ in range(2):
+        issued = await oauth.token(FORM, header, "127.0.0.1", read)
+        assert issued.expires_in == 300
+    remembered = [*oauth._basic.values(), *oauth._forms.values()]
+    assert len(remembered) == 2
     assert all(client.secret not in repr(value) for value in remembered)
     # The secret is removed (rotation): the very same request is now refused.
-    account = memory_store.accounts[client.client_id]
-    memory_store.accounts[client.client_id] = replace(account, secrets=())
+    account = await store.get_account(client.client_id)
+    assert account is not None
+    await store.put_account(replace(account, secrets=()))
     oauth.accounts.invalidate(client.client_id)
-    assert_error(await token(http, client), 401, "invalid_client")
-    # A wrong secret is never remembered.
-    before = len(oauth._parsed)
-    assert_error(await token(http, Client(client.client_id, client.secret + "x")), 401, "invalid_client")
-    assert len(oauth._parsed) == before
+    with pytest.raises(InvalidClient):
+        await oauth.token(FORM, header, "127.0.0.1", read)
+
+
+async def test_wrong_secrets_are_never_remembered(services: Services, add_client: AddClient) -> None:
+    oauth = services.oauth
+    client = await add_client()
+    wrong = b"Basic " + base64.b64encode(f"{client.client_id}:{client.secret}x".encode())
+
+    async def read() -> bytes:
+        return b"grant_type=client_credentials"
+
+    with pytest.raises(InvalidClient):
+        await oauth.token(FORM, wrong, "127.0.0.1", read)
+    post = f"grant_type=client_credentials&client_id={client.client_id}&client_secret=wrong".encode()
+
+    async def read_post() -> bytes:
+        return post
+
+    with pytest.raises(InvalidClient):
+        await oauth.token(FORM, None, "127.0.0.1", read_post)
+    assert oauth._basic == {}
+    assert oauth._forms == {}
+
+
+def test_memo_keys_are_unambiguous() -> None:
+    """A missing header and a header whose value reads ``None`` (or any other split of the bytes) never meet."""
+    assert memo_key(HASH_KEY, None, b"x") != memo_key(HASH_KEY, b"None", b"x")
+    assert memo_key(HASH_KEY, b"a", b"bc") != memo_key(HASH_KEY, b"ab", b"c")
+    assert memo_key(HASH_KEY, b"", b"x") != memo_key(HASH_KEY, None, b"x")
+    assert memo_key(HASH_KEY, b"a", b"b") == memo_key(HASH_KEY, b"a", b"b")
+
+
+async def test_a_remembered_post_request_does_not_answer_an_authorization_none_header(
+    http: httpx.AsyncClient, add_client: AddClient
+) -> None:
+    """The same body with ``Authorization: None`` is a different request: malformed Basic, 401, no token.
+
+    (With the memo keyed by an f-string, ``None`` and a missing header shared a key, so the second request
+    got a token once the first had been answered.)
+    """
+    client = await add_client()
+    body = {"grant_type": "client_credentials", "client_id": client.client_id, "client_secret": client.secret}
+    assert (await http.post("/oauth2/token", data=body)).status_code == 200
+    response = await http.post("/oauth2/token", data=body, headers={"Authorization": "None"})
+    assert_error(response, 401, "invalid_client")
+
+
+@pytest.mark.parametrize("secret", ["wrong", None])
+async def test_basic_client_is_refused_before_the_body_is_read(
+    app: CredwardApp, add_client: AddClient, secret: str | None
+) -> None:
+    """A wrong Basic secret (or unknown client) is answered without receive(): no body, no ``100 Continue``."""
+    client = await add_client()
+    user = client.client_id if secret else "nobody"
+    header = b"Basic " + base64.b64encode(f"{user}:{secret or client.secret}".encode())
+    seen = await asgi(
+        app,
+        "POST",
+        "/oauth2/token",
+        headers=((b"authorization", header), (b"content-type", FORM)),
+        body=b"grant_type=client_credentials",
+    )
+    assert seen.status == 401
+    assert seen.receives == 0
+    good = b"Basic " + base64.b64encode(f"{client.client_id}:{client.secret}".encode())
+    ok = await asgi(
+        app,
+        "POST",
+        "/oauth2/token",
+        headers=((b"authorization", good), (b"content-type", FORM)),
+        body=b"grant_type=client_credentials",
+    )
+    assert ok.status == 200
+    assert ok.receives == 1
+
+
+@pytest.mark.parametrize("raw", [b"/oauth2%2Ftoken", b"/oauth2/%74oken"])
+async def test_percent_encoded_token_path_is_not_the_token_endpoint(
+    app: CredwardApp, add_client: AddClient, raw: bytes
+) -> None:
+    client = await add_client()
+    good = b"Basic " + base64.b64encode(f"{client.client_id}:{client.secret}".encode())
+    seen = await asgi(
+        app,
+        "POST",
+        "/oauth2/token",  # what a server decodes it to
+        raw_path=raw,
+        headers=((b"authorization", good), (b"content-type", FORM)),
+        body=b"grant_type=client_credentials",
+    )
+    assert seen.status == 404
+    assert b"access_token" not in seen.body

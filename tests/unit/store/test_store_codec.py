@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from credward.security.model import Permission, RoleMapping, SecretRecord
+from credward.api.admin import RoleMapping, SecretHash
+from credward.api.models import Permission
 from credward.security.store import codec
 from credward.security.store.migrations import MIGRATIONS, Migration, check_sequence, pending
 
@@ -70,8 +71,8 @@ def test_naive_times_are_taken_as_utc_never_local() -> None:
 
 def test_secrets_round_trip_in_order() -> None:
     secrets = (
-        SecretRecord(id="b", hash="ab" * 32, not_after=datetime(2026, 1, 2, tzinfo=UTC)),
-        SecretRecord(id="a", hash="cd" * 32),
+        SecretHash(id="b", hash="ab" * 32, not_after=datetime(2026, 1, 2, tzinfo=UTC)),
+        SecretHash(id="a", hash="cd" * 32, created_at=datetime(2025, 12, 1, 8, tzinfo=UTC)),
     )
     assert codec.secrets_from_json(codec.secrets_to_json(secrets)) == secrets
     assert codec.secrets_from_json(codec.secrets_to_json(())) == ()
@@ -79,10 +80,13 @@ def test_secrets_round_trip_in_order() -> None:
 
 def test_role_mappings_round_trip_and_none_means_none() -> None:
     mappings = (
-        RoleMapping("rb", ("r1", "r2"), (Permission(("read", "write"), ("a", "*", "c")),)),
-        RoleMapping("bare"),
+        RoleMapping(
+            name="rb", roles=("r1", "r2"), permissions=(Permission(verbs=("read", "write"), path=("a", "c", "*")),)
+        ),
+        RoleMapping(name="bare"),
     )
     assert codec.mappings_from_json(codec.mappings_to_json(mappings)) == mappings
+    assert mappings[0].permissions[0].path == ("a", "c")  # stored in the canonical form of the path rule
     assert codec.mappings_from_json(None) == ()
     assert codec.strings_from_json(codec.strings_to_json(("x", "y"))) == ("x", "y")
 

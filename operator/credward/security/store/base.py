@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from credward.security.model import Account, RevocationEvent, RoleMapping
+from credward.api.admin import RoleMapping
+from credward.security.model import Account, RevocationEvent, StoreInfo
 
 
 class Store(Protocol):
@@ -20,6 +21,9 @@ class Store(Protocol):
 
     async def ping(self) -> None:
         """Raise if the backend cannot answer (used by /readyz)."""
+
+    async def info(self) -> StoreInfo:
+        """The store's id (made when it was first migrated) and its number of accounts."""
 
     async def get_account(self, client_id: str) -> Account | None: ...
 
@@ -42,3 +46,9 @@ class Store(Protocol):
 
     async def revocations_since(self, cursor: int, limit: int = 500) -> list[RevocationEvent]:
         """Feed entries with ``cursor`` greater than the given one, oldest first."""
+
+    async def latest_cursor(self) -> int:
+        """The greatest cursor of the feed so far (0 for an empty feed)."""
+
+    async def purge_expired(self, now: datetime) -> int:
+        """Forget revoked tokens and feed entries past their expiry; returns how many rows went."""

@@ -15,18 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from credward.security.model import Account, Permission, RoleMapping, SecretRecord
+from credward.api.admin import RoleMapping, SecretHash
+from credward.errors import UnstorableText
+from credward.security.model import Account
 
-
-class UnstorableText(ValueError):
-    """A text holds a NUL character or a lone surrogate, which the backends cannot store.
-
-    PostgreSQL text and jsonb have no NUL; a lone surrogate (which a JSON
-    ``\\ud800`` escape smuggles into a Python string) has no UTF-8 form. Both
-    backends refuse such text on write, so they behave alike, and a lookup by
-    such a key finds nothing without asking the database. Callers that take
-    values from a request should reject them first (-> 400, not 500).
-    """
+__all__ = ["UnstorableText"]  # both backends refuse such text on write, and find nothing by such a key
 
 
 def storable(text: str) -> bool:
@@ -83,7 +76,6 @@ def check_account(account: Account) -> None:
         name=account.name,
         audiences=account.audiences,
         groups=account.groups,
-        secrets=[part for s in account.secrets for part in (s.id, s.hash)],
     )
 
 
@@ -91,39 +83,42 @@ def check_mappings(client_id: str, mappings: Sequence[RoleMapping]) -> None:
     check_storable(
         client_id=client_id,
         role_mappings=[
-            text
-            for m in mappings
-            for text in (m.name, *m.roles, *(part for p in m.permissions for part in (*p.verbs, *p.path)))
+            text for m in mappings for text in (m.name, *m.roles, *(part for p in m.permissions for part in p.path))
         ],
     )
 
 
-def secrets_to_json(secrets: Sequence[SecretRecord]) -> str:
+def secrets_to_json(secrets: Sequence[SecretHash]) -> str:
     return json.dumps(
-        [{"id": s.id, "hash": s.hash, "not_after": time_to_text(s.not_after)} for s in secrets],
+        [
+            {
+                "id": s.id,
+                "hash": s.hash,
+                "created_at": time_to_text(s.created_at),
+                "not_after": time_to_text(s.not_after),
+            }
+            for s in secrets
+        ],
         separators=(",", ":"),
     )
 
 
-def secrets_from_json(text: str) -> tuple[SecretRecord, ...]:
+def secrets_from_json(text: str) -> tuple[SecretHash, ...]:
     items: list[dict[str, Any]] = json.loads(text)
     return tuple(
-        SecretRecord(id=str(i["id"]), hash=str(i["hash"]), not_after=time_from_text(i.get("not_after"))) for i in items
+        SecretHash(
+            id=str(i["id"]),
+            hash=str(i["hash"]),
+            created_at=time_from_text(i.get("created_at")),
+            not_after=time_from_text(i.get("not_after")),
+        )
+        for i in items
     )
 
 
 def mappings_to_json(mappings: Sequence[RoleMapping]) -> str:
-    return json.dumps(
-        [
-            {
-                "name": m.name,
-                "roles": list(m.roles),
-                "permissions": [{"verbs": list(p.verbs), "path": list(p.path)} for p in m.permissions],
-            }
-            for m in mappings
-        ],
-        separators=(",", ":"),
-    )
+    """The mappings as the admin API's JSON (field names as pushed), validated again when read."""
+    return json.dumps([m.model_dump(mode="json") for m in mappings], separators=(",", ":"))
 
 
 def mappings_from_json(text: str | None) -> tuple[RoleMapping, ...]:
@@ -131,17 +126,7 @@ def mappings_from_json(text: str | None) -> tuple[RoleMapping, ...]:
     if text is None:
         return ()
     items: list[dict[str, Any]] = json.loads(text)
-    return tuple(
-        RoleMapping(
-            name=str(i["name"]),
-            roles=tuple(str(r) for r in i.get("roles", ())),
-            permissions=tuple(
-                Permission(verbs=tuple(str(v) for v in p["verbs"]), path=tuple(str(x) for x in p["path"]))
-                for p in i.get("permissions", ())
-            ),
-        )
-        for i in items
-    )
+    return tuple(RoleMapping.model_validate(i) for i in items)
 
 
 def strings_to_json(values: Sequence[str]) -> str:

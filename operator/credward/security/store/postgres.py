@@ -27,7 +27,8 @@ from typing import Any, Self, TypeVar
 
 import asyncpg
 
-from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, RoleMapping
+from credward.api.admin import RoleMapping
+from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, StoreInfo
 from credward.security.store import codec
 from credward.security.store.migrations import SCHEMA_VERSION_POSTGRES, pending
 
@@ -147,6 +148,14 @@ class PostgresStore:
 
     async def ping(self) -> None:
         await self._query("fetchval", "SELECT 1 FROM schema_version LIMIT 1")
+
+    async def info(self) -> StoreInfo:
+        row = await self._query(
+            "fetchrow", "SELECT id, (SELECT count(*) FROM accounts) AS accounts FROM store_info LIMIT 1"
+        )
+        if row is None:
+            raise RuntimeError("the store has no id: it was not migrated")
+        return StoreInfo(store_id=str(row["id"]), accounts=int(row["accounts"]))
 
     async def get_account(self, client_id: str) -> Account | None:
         if not codec.storable(client_id):
@@ -311,6 +320,9 @@ class PostgresStore:
             limit,
         )
         return [_event(r) for r in rows]
+
+    async def latest_cursor(self) -> int:
+        return int(await self._query("fetchval", "SELECT coalesce(max(cursor), 0) FROM revocations"))
 
     async def purge_expired(self, now: datetime) -> int:
         """Forget revoked tokens and feed entries past their expiry; readers tolerate the gaps this leaves."""

@@ -21,7 +21,8 @@ from typing import Self
 
 import aiosqlite
 
-from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, RoleMapping
+from credward.api.admin import RoleMapping
+from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, StoreInfo
 from credward.security.store import codec
 from credward.security.store.migrations import SCHEMA_VERSION_SQLITE, pending
 
@@ -143,6 +144,14 @@ class SQLiteStore:
         _, reader = await self._open()
         async with reader.execute("SELECT 1 FROM schema_version LIMIT 1") as cur:
             await cur.fetchone()
+
+    async def info(self) -> StoreInfo:
+        _, reader = await self._open()
+        async with reader.execute("SELECT id, (SELECT count(*) FROM accounts) FROM store_info LIMIT 1") as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError("the store has no id: it was not migrated")
+        return StoreInfo(store_id=str(row[0]), accounts=int(row[1]))
 
     async def get_account(self, client_id: str) -> Account | None:
         if not codec.storable(client_id):
@@ -312,6 +321,12 @@ class SQLiteStore:
             (cursor, limit),
         ) as cur:
             return [_event(row) for row in await cur.fetchall()]
+
+    async def latest_cursor(self) -> int:
+        _, reader = await self._open()
+        async with reader.execute("SELECT coalesce(max(cursor), 0) FROM revocations") as cur:
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
 
     async def purge_expired(self, now: datetime) -> int:
         """Forget revoked tokens and feed entries past their expiry; readers tolerate the gaps this leaves."""

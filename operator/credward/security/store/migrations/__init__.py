@@ -125,6 +125,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=2,
+        name="store id",
+        # One row: a random id made when the store is created, so a client of the service (the operator)
+        # can tell that the store it pushed to was wiped or replaced. Not a secret; randomblob and
+        # gen_random_uuid come from each database's CSPRNG.
+        sqlite=(
+            "CREATE TABLE store_info (id TEXT NOT NULL, created_at TEXT NOT NULL)",
+            "INSERT INTO store_info (id, created_at)"
+            " VALUES (lower(hex(randomblob(16))), strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        ),
+        postgres=(
+            "CREATE TABLE store_info (id TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            "INSERT INTO store_info (id) VALUES (replace(gen_random_uuid()::text, '-', ''))",
+        ),
+    ),
 )
 
 
