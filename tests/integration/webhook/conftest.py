@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,14 @@ class WebhookProcess:
         self.popen = None
 
 
-def start_webhook(plane: ControlPlane, tmp: Path, label: str, **settings: str) -> Iterator[WebhookProcess]:
-    namespace = f"credward-{label}-{secrets.token_hex(3)}"
-    plane.kubectl("create", "namespace", namespace)
+def start_webhook(
+    plane: ControlPlane, tmp: Path, label: str, namespace: str | None = None, **settings: str
+) -> Generator[WebhookProcess, None, None]:
+    """A webhook process in its own new namespace, or as another replica in ``namespace`` (sharing its Secret)."""
+    own = namespace is None
+    namespace = namespace or f"credward-{label}-{secrets.token_hex(3)}"
+    if own:
+        plane.kubectl("create", "namespace", namespace)
     port = free_port()
     configuration = f"credward-{label}-{secrets.token_hex(3)}"
     env = {
@@ -130,7 +135,8 @@ def start_webhook(plane: ControlPlane, tmp: Path, label: str, **settings: str) -
         yield proc
     finally:
         proc.stop()
-        plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+        if own:
+            plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
