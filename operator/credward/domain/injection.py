@@ -24,6 +24,7 @@ the object, the field, and what to change.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -495,3 +496,89 @@ def describe(kind: str, obj: Mapping[str, Any]) -> str:
     name = meta.get("name") or (f"{meta['generateName']}*" if meta.get("generateName") else "<unnamed>")
     suffix = "" if kind == "Pod" else " (pod template)"
     return f"{kind} {name}{suffix}"
+
+
+# -- automatic accounts for workloads --------------------------------------------------------------
+
+# On a workload or its Namespace: the spec (JSON) of the credential credward makes for it.
+ANNOTATION_CREDENTIAL_SPEC = f"{GROUP}/credential-spec"
+AUTO_KINDS = {"Deployment": "deployment", "StatefulSet": "statefulset", "Job": "job"}
+_MAX_CREDENTIAL_NAME = 241  # so the default Secret name '<name>-credentials' stays a valid name
+
+
+def auto_credential_name(kind: str, name: str) -> str:
+    """``<kind>-<workload>``, e.g. ``deployment-web``: predictable, and never a name a person would pick by chance."""
+    plain = f"{AUTO_KINDS[kind]}-{name}"
+    if len(plain) <= _MAX_CREDENTIAL_NAME:
+        return plain
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{plain[: _MAX_CREDENTIAL_NAME - 9].rstrip('-.')}-{digest}"
+
+
+def workload_of_pod(pod: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(kind, name) of the Deployment, StatefulSet or Job a Pod belongs to, read from its controller reference.
+
+    A Deployment's pods are owned by a ReplicaSet named ``<deployment>-<pod-template-hash>``.
+    """
+    meta = pod.get("metadata") or {}
+    owner = next((o for o in meta.get("ownerReferences") or () if o.get("controller")), None)
+    if owner is None:
+        return None
+    kind, name = str(owner.get("kind", "")), str(owner.get("name", ""))
+    if kind == "ReplicaSet":
+        template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+        if template_hash and name.endswith(f"-{template_hash}"):
+            return "Deployment", name[: -len(template_hash) - 1]
+        return None
+    return (kind, name) if kind in ("StatefulSet", "Job") else None
+
+
+def wants_auto_credential(kind: str, workload: Mapping[str, Any]) -> bool:
+    template = template_of(kind, workload) or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    return kind in AUTO_KINDS and annotations.get(ANNOTATION_CREDENTIAL) == AUTO
+
+
+def auto_credential(kind: str, workload: Mapping[str, Any], namespace_default: str | None) -> dict[str, Any] | Verdict:
+    """The ServiceAccountCredential made for a workload, owned by it; a bad spec annotation is a refusal naming it.
+
+    Its spec is the workload's ``credward.io/credential-spec`` annotation (JSON), else the namespace's,
+    else only a displayName (every other field takes the CRD's defaults).
+    """
+    meta = workload.get("metadata") or {}
+    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
+    spec: dict[str, Any] = {}
+    for source, text in (
+        (f"{kind} {name}", (meta.get("annotations") or {}).get(ANNOTATION_CREDENTIAL_SPEC)),
+        (f"Namespace {namespace}", namespace_default),
+    ):
+        if not text:
+            continue
+        try:
+            parsed = json.loads(text)
+        except ValueError as exc:
+            return Verdict.deny(
+                "InvalidCredentialSpec", f"{source}: annotation {ANNOTATION_CREDENTIAL_SPEC} is not JSON ({exc})"
+            )
+        if not isinstance(parsed, dict):
+            return Verdict.deny(
+                "InvalidCredentialSpec",
+                f"{source}: annotation {ANNOTATION_CREDENTIAL_SPEC} must be a JSON object (a credential's spec)",
+            )
+        spec = parsed
+        break
+    spec.setdefault("displayName", f"{kind} {namespace}/{name} (automatic)")
+    api_version = "batch/v1" if kind == "Job" else "apps/v1"
+    return {
+        "apiVersion": "credward.io/v1alpha1",
+        "kind": "ServiceAccountCredential",
+        "metadata": {
+            "name": auto_credential_name(kind, name),
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "credward"},
+            "ownerReferences": [
+                {"apiVersion": api_version, "kind": kind, "name": name, "uid": str(meta.get("uid", ""))}
+            ],
+        },
+        "spec": spec,
+    }

@@ -14,11 +14,14 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import replace
 from typing import Any
 
 from credward.domain.injection import (
+    ANNOTATION_CREDENTIAL,
     AUTO,
     Verdict,
+    auto_credential_name,
     check_credential,
     consumption_findings,
     consumption_verdict,
@@ -28,6 +31,7 @@ from credward.domain.injection import (
     pod_spec_of,
     template_of,
     wants_injection,
+    workload_of_pod,
 )
 from credward.domain.injection import InjectionSettings as Injection
 from credward.webhook.configuration import PATH_DENY, PATH_MUTATE, PATH_WARN
@@ -41,7 +45,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY = 3 * 1024 * 1024  # the API server's own request limit for an object is 3 MiB
-AutoName = Callable[[dict[str, Any], str], str | None]
 
 
 def _now() -> dt.datetime:
@@ -55,12 +58,10 @@ class Admission:
         self,
         credentials: CredentialLookup,
         injection: Injection,
-        auto_name: AutoName | None = None,
         clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self._credentials = credentials
         self._injection = injection
-        self._auto_name = auto_name
         self._clock = clock
 
     async def mutate(self, request: dict[str, Any]) -> Verdict:
@@ -75,18 +76,25 @@ class Admission:
         if isinstance(parsed, Verdict):
             return parsed
         name = parsed.credential
+        workload = None
         if name == AUTO:
-            derived = self._auto_name(pod, namespace) if self._auto_name else None
-            if derived is None:
+            workload = workload_of_pod(pod)
+            if workload is None:
                 return Verdict.deny(
                     "NoWorkload",
-                    f"{what} asks for an automatic credential (credward.io/credential: auto), which only pods of a "
+                    f"{what} asks for an automatic credential ({ANNOTATION_CREDENTIAL}: auto), which only pods of a "
                     "Deployment, StatefulSet or Job get: name a ServiceAccountCredential instead",
                 )
-            name = derived
-            parsed = type(parsed)(name, parsed.containers, parsed.init_containers, parsed.mount_path)
+            name = auto_credential_name(*workload)
+            parsed = replace(parsed, credential=name)
         credential = await self._credentials.get(namespace, name)
         refusal = check_credential(credential, name, namespace, what, self._clock())
+        if refusal is not None and workload is not None and credential is None:
+            return Verdict.deny(
+                "AutomaticCredentialPending",
+                f'{what}: credential "{name}", made automatically for {workload[0]} {workload[1]}, does not exist '
+                f"yet: credward creates it when it sees the {workload[0]} (its controller retries the pod)",
+            )
         if refusal is not None:
             return refusal
         assert credential is not None

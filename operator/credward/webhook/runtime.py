@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import uvicorn
 from kubernetes_asyncio import client, config
 
-from credward.webhook.app import Admission, AdmissionApp, AutoName
+from credward.webhook.accounts import WorkloadAccounts
+from credward.webhook.app import Admission, AdmissionApp
 from credward.webhook.configuration import Configurations
 from credward.webhook.credentials import CredentialIndex
 from credward.webhook.settings import WebhookSettings
@@ -42,14 +43,15 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class WebhookRuntime:
-    def __init__(self, settings: WebhookSettings, api: client.ApiClient, auto_name: AutoName | None = None) -> None:
+    def __init__(self, settings: WebhookSettings, api: client.ApiClient) -> None:
         self.settings = settings
         self._api = api
         self.credentials = CredentialIndex(api)
+        self.accounts = WorkloadAccounts(api, settings)
         self.configurations = Configurations(api, settings)
         self.serving = ServingContext()
         self.tls = TLSManager(api, settings, self.configurations, self.serving)
-        self.app = AdmissionApp(Admission(self.credentials, settings.injection, auto_name=auto_name))
+        self.app = AdmissionApp(Admission(self.credentials, settings.injection))
         self._server: _EmbeddedServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
@@ -82,12 +84,14 @@ class WebhookRuntime:
             await asyncio.sleep(0.02)
         await self.tls.sync()
         self.tls.start()
+        self.accounts.start()
         log.info(
             "webhook serving on %s:%d (%s)", self.settings.bind, self.settings.port, self.settings.url or "service"
         )
 
     async def stop(self, *, remove_configurations: bool = False) -> None:
         """Stop serving. The configurations stay (opted-in pods wait for a replica) unless asked to remove them."""
+        await self.accounts.stop()
         await self.tls.stop()
         if remove_configurations:
             await self.configurations.delete()
