@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from credward.operator.settings import OperatorSettings, SettingsError
+from credward.webhook import WebhookSettings, WebhookSettingsError
 
 
 def register(sub: Any) -> None:
@@ -23,6 +24,9 @@ def register(sub: Any) -> None:
     run.add_argument("--issuer", help="issuer written into Secrets (env CREDWARD_ISSUER; default: the base URL)")
     run.add_argument("--resync", help="how often every credential is checked even without events (env CREDWARD_RESYNC)")
     run.add_argument("--liveness-port", type=int, help="serve /healthz on 127.0.0.1:PORT and 0.0.0.0 in a cluster")
+    run.add_argument(
+        "--webhook-port", type=int, help="serve the admission webhook on this HTTPS port (env CREDWARD_WEBHOOK_PORT)"
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 
@@ -42,14 +46,17 @@ def _run(args: argparse.Namespace) -> int:
             resync=args.resync,
             liveness_port=args.liveness_port,
         )
-    except SettingsError as exc:
+        webhook = WebhookSettings.from_env(port=args.webhook_port, security_base_url=settings.security_base_url)
+    except (SettingsError, WebhookSettingsError) as exc:
         logging.getLogger("credward").error("invalid configuration: %s", exc)
         return 2
-    asyncio.run(run_operator(settings))
+    asyncio.run(run_operator(settings, webhook=webhook))
     return 0
 
 
-async def run_operator(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
+async def run_operator(
+    settings: OperatorSettings, stop_flag: asyncio.Event | None = None, webhook: WebhookSettings | None = None
+) -> None:
     """Run until ``stop_flag`` is set (or SIGINT/SIGTERM)."""
     import kopf
 
@@ -57,7 +64,7 @@ async def run_operator(settings: OperatorSettings, stop_flag: asyncio.Event | No
 
     liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
     await kopf.operator(
-        registry=build_registry(settings),
+        registry=build_registry(settings, webhook),
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

@@ -17,11 +17,12 @@ from credward.api import CREDENTIAL_PLURAL, GROUP, LABEL_CREDENTIAL, LABEL_MANAG
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube
 from credward.operator.settings import OperatorSettings
+from credward.webhook import WebhookRuntime, WebhookSettings
 
 log = logging.getLogger(__name__)
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
@@ -35,6 +36,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         kube_cm = Kube.connect(settings.field_manager)
         state["kube_cm"] = kube_cm
         state["controller"] = CredentialController(await kube_cm.__aenter__(), settings)
+        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
+            state["webhook"] = await WebhookRuntime.start_from_settings(webhook)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -46,6 +49,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        webhook_runtime: WebhookRuntime | None = state.pop("webhook", None)
+        if webhook_runtime is not None:
+            await webhook_runtime.stop()
         controller: CredentialController | None = state.get("controller")
         if controller is not None:
             controller.requeue.close()
