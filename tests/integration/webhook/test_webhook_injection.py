@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import yaml
 from tests.conftest import SECURITY_BASE_URL
 from tests.integration.webhook.conftest import WebhookProcess
 from tests.integration.webhook.helpers import (
@@ -219,3 +221,30 @@ def test_configuration_fails_closed_only_for_opted_in_pods(
         == 0
     )
     control_plane.kubectl("delete", "pod", "sys", "-n", "kube-system", "--wait=false")
+
+
+def test_the_example_deployment_is_admitted_and_its_pods_get_the_example_credential(
+    control_plane: ControlPlane, webhook: WebhookProcess, namespace: str
+) -> None:
+    examples = Path(__file__).resolve().parents[3] / "examples"
+    control_plane.kubectl("apply", "-n", namespace, "-f", str(examples), "-f", str(examples / "pods"))
+    deployment = yaml.safe_load((examples / "pods" / "deployment.yaml").read_text())
+    template = deployment["spec"]["template"]
+    # What its ReplicaSet would create (this control plane runs no Deployment controller).
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "builder-1", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    plain = {**manifest, "metadata": {"name": "builder-plain"}}
+    got = without_service_account_volume(stored(control_plane, namespace, manifest)["spec"])
+    expected = without_service_account_volume(stored(control_plane, namespace, plain)["spec"])
+    expected["volumes"] = [
+        {"name": "credward-ci-pipeline", "secret": {"secretName": "ci-pipeline-credentials", "defaultMode": 420}}
+    ]
+    expected["containers"][0]["volumeMounts"] = [
+        {"name": "credward-ci-pipeline", "mountPath": "/var/run/secrets/credward.io/ci-pipeline", "readOnly": True}
+    ]
+    expected["containers"][0]["env"] = injected_env("ci-pipeline", "ci-pipeline-credentials")
+    assert got == expected
