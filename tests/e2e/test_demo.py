@@ -26,6 +26,9 @@ def test_demo_mints_a_verified_token_without_printing_the_secret(tmp_path: Path)
     assert proc.returncode == 0, output[-4000:]
     assert "ci-pipeline-credentials" in output
     assert '"client-secret": "<hidden>"' in output
+    # The example Deployment's pod as the API server stored it, after the operator's webhook.
+    assert '"mountPath": "/var/run/secrets/credward.io/ci-pipeline"' in output
+    assert '"value": "/var/run/secrets/credward.io/ci-pipeline/client-secret"' in output
     claims = json.loads(re.search(r"claims:\n(\{.*?\n\})", output, re.DOTALL).group(1))  # type: ignore[union-attr]
     assert claims["sub"].endswith("@clients.127.0.0.1")
     assert claims["client_id"] in claims["sub"]

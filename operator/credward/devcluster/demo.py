@@ -3,6 +3,7 @@
 1. start etcd, kube-apiserver and kube-controller-manager (built once from pinned Go modules);
 2. install the CRDs, start the security service and the operator;
 3. apply ``examples/`` into namespace ``demo`` and show the credential's status and Secret keys;
+   create a Pod from ``examples/pods/deployment.yaml``'s template and show what the webhook injected;
 4. lay the Secret out as the kubelet mounts it, register the account with the security service,
    and trade the mounted secret for a signed JWT, verified against the published keys.
 
@@ -22,15 +23,17 @@ from typing import Any
 
 import httpx
 import jwt
+import yaml
 
 from credward.devcluster.errors import ControlPlaneError
 from credward.devcluster.plane import ControlPlane, free_port
-from credward.devcluster.processes import ChildProcess, operator_process
+from credward.devcluster.processes import OPERATOR_USER, ChildProcess
 from credward.domain.secrets import fingerprint, hash_secret
 
 log = logging.getLogger("credward.demo")
 
 NAMESPACE = "demo"
+OPERATOR_NAMESPACE = "credward"  # where the webhook keeps its certificates; never admitted
 
 
 def security_process(state: Path, port: int) -> tuple[ChildProcess, Path, Path]:
@@ -60,6 +63,55 @@ def security_process(state: Path, port: int) -> tuple[ChildProcess, Path, Path]:
         f"http://127.0.0.1:{port}/readyz",
     )
     return proc, admin_token, hash_key
+
+
+def operator_with_webhook(plane: ControlPlane, security_base_url: str, log_path: Path) -> ChildProcess:
+    """``credward operator run`` serving its admission webhook at https://127.0.0.1:PORT (no Service locally)."""
+    health, port = free_port(), free_port()
+    return ChildProcess(
+        "credward operator",
+        ["operator", "run", "--all-namespaces", f"--liveness-port={health}", f"--webhook-port={port}"],
+        log_path,
+        f"http://127.0.0.1:{health}/healthz",
+        env={
+            "KUBECONFIG": str(plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])),
+            "CREDWARD_SECURITY_BASE_URL": security_base_url,
+            "CREDWARD_WEBHOOK_BIND": "127.0.0.1",
+            "CREDWARD_WEBHOOK_URL": f"https://127.0.0.1:{port}",
+            "CREDWARD_WEBHOOK_NAMESPACE": OPERATOR_NAMESPACE,
+        },
+    )
+
+
+def injected_pod(plane: ControlPlane, repo: Path) -> dict[str, Any]:
+    """The Pod the example Deployment's ReplicaSet would create (this control plane runs no such controller)."""
+    deployment = yaml.safe_load((repo / "examples" / "pods" / "deployment.yaml").read_text())
+    template = deployment["spec"]["template"]
+    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "builder-demo", **template["metadata"]}}
+    manifest["spec"] = template["spec"]
+    deadline = time.monotonic() + 30
+    while True:  # the API server picks up the webhook configuration within moments
+        proc = plane.kubectl(
+            "create", "-n", NAMESPACE, "-o", "json", "-f", "-", input=json.dumps(manifest), check=False
+        )
+        if proc.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"the example pod was not admitted: {proc.stderr.strip()}")
+        time.sleep(0.5)
+    spec = json.loads(proc.stdout)["spec"]
+    ours = [v for v in spec.get("volumes", []) if v["name"].startswith("credward-")]
+    container = spec["containers"][0]
+    return {
+        "volumes": ours,
+        "containers": [
+            {
+                "name": container["name"],
+                "env": container.get("env", []),
+                "volumeMounts": [m for m in container.get("volumeMounts", []) if m["name"].startswith("credward-")],
+            }
+        ],
+    }
 
 
 def _step(text: str) -> None:
@@ -177,7 +229,9 @@ def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], 
         base_url = f"http://127.0.0.1:{port}"
         _step(f"starting the security service at {base_url} and the operator")
         security, admin_token_file, hash_key_file = security_process(state, port)
-        with security, operator_process(plane, security_base_url=base_url, log_path=state / "logs" / "operator.log"):
+        plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        operator = operator_with_webhook(plane, base_url, state / "logs" / "operator.log")
+        with security, operator:
             _step(f"applying examples/ in namespace {NAMESPACE}")
             plane.kubectl("create", "namespace", NAMESPACE, check=False)
             print(plane.kubectl("apply", "-n", NAMESPACE, "-f", str(repo / "examples")).stdout)
@@ -195,6 +249,9 @@ def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], 
             )
             _step(f"Secret {secret['metadata']['name']} (the client secret's value is never shown)")
             print(json.dumps(secret_summary(secret), indent=2))
+
+            _step("a Pod of examples/pods/deployment.yaml as stored: what the admission webhook added")
+            print(json.dumps(injected_pod(plane, repo), indent=2))
 
             mount = mount_secret(secret, state / "mount" / name)
             _step(f"mounted as a Pod would see it: CLIENT_SECRET_PATH={mount / 'client-secret'}")

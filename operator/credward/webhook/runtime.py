@@ -59,7 +59,11 @@ class WebhookRuntime:
     async def start_from_settings(cls, settings: WebhookSettings) -> WebhookRuntime:
         await load_config()
         runtime = cls(settings, client.ApiClient())
-        await runtime.start()
+        try:
+            await runtime.start()
+        except BaseException:
+            await runtime.stop()
+            raise
         return runtime
 
     async def start(self) -> None:

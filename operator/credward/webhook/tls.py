@@ -36,7 +36,7 @@ from credward.domain.webhook_tls import (
     split_bundle,
 )
 from credward.webhook.configuration import Configurations
-from credward.webhook.settings import WebhookSettings
+from credward.webhook.settings import WebhookSettings, WebhookSettingsError
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,11 @@ class TLSManager:
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status == 404:
+                raise WebhookSettingsError(
+                    f"namespace {self._settings.namespace!r} (CREDWARD_WEBHOOK_NAMESPACE, the operator's own) does not "
+                    "exist: the webhook keeps its certificates there"
+                ) from None
             raise
         return True
 
