@@ -1,9 +1,9 @@
 """The admission endpoints as a plain ASGI app (served by uvicorn over TLS).
 
-``POST /mutate`` injects opted-in Pods; ``POST /validate/deny`` and
-``POST /validate/warn`` check Pods and workload templates for consumption that
-never sees a rotation (which one the API server calls depends on the
-namespace's label). ``GET /healthz`` answers 200. Bodies are AdmissionReview
+``POST /mutate`` (and ``/mutate/warn``) injects opted-in Pods and checks them;
+``POST /validate/deny`` and ``POST /validate/warn`` check the other Pods and
+workload templates for consumption that never sees a rotation (which path the
+API server calls depends on the namespace's label). ``GET /healthz`` answers 200. Bodies are AdmissionReview
 ``admission.k8s.io/v1``; decisions come from :mod:`credward.domain.injection`.
 """
 
@@ -34,7 +34,7 @@ from credward.domain.injection import (
     workload_of_pod,
 )
 from credward.domain.injection import InjectionSettings as Injection
-from credward.webhook.configuration import PATH_DENY, PATH_MUTATE, PATH_WARN
+from credward.webhook.configuration import PATH_DENY, PATH_MUTATE, PATH_MUTATE_WARN, PATH_WARN
 from credward.webhook.credentials import CredentialLookup
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,8 @@ class Admission:
         self._injection = injection
         self._clock = clock
 
-    async def mutate(self, request: dict[str, Any]) -> Verdict:
+    async def mutate(self, request: dict[str, Any], warn_only: bool = False) -> Verdict:
+        """Inject an opted-in Pod, and check it for rotation-unsafe consumption in the same call."""
         pod: dict[str, Any] = request.get("object") or {}
         namespace = str(request.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "")
         if request.get("kind", {}).get("kind") != "Pod" or not wants_injection(
@@ -98,7 +99,16 @@ class Admission:
         if refusal is not None:
             return refusal
         assert credential is not None
-        return inject(pod, credential, parsed, self._injection, what)
+        verdict = inject(pod, credential, parsed, self._injection, what)
+        if not verdict.allowed:
+            return verdict
+        managed = self._credentials.managed_secrets(namespace)
+        consumption = consumption_verdict(
+            consumption_findings(pod.get("spec") or {}, managed, what), namespace, warn_only
+        )
+        if not consumption.allowed:
+            return consumption
+        return Verdict.allow(verdict.patch, consumption.warnings)
 
     def validate(self, request: dict[str, Any], warn_only: bool) -> Verdict:
         kind = str((request.get("kind") or {}).get("kind", ""))
@@ -158,7 +168,7 @@ class AdmissionApp:
         if path == "/healthz" and method == "GET":
             await _reply(send, 200, b"ok", b"text/plain")
             return
-        if method != "POST" or path not in (PATH_MUTATE, PATH_DENY, PATH_WARN):
+        if method != "POST" or path not in (PATH_MUTATE, PATH_MUTATE_WARN, PATH_DENY, PATH_WARN):
             await _reply(send, 404, b"not found", b"text/plain")
             return
         body = await _body(receive)
@@ -173,8 +183,8 @@ class AdmissionApp:
             await _reply(send, 400, b"expected an admission.k8s.io/v1 AdmissionReview", b"text/plain")
             return
         try:
-            if path == PATH_MUTATE:
-                verdict = await self.admission.mutate(request)
+            if path in (PATH_MUTATE, PATH_MUTATE_WARN):
+                verdict = await self.admission.mutate(request, warn_only=path == PATH_MUTATE_WARN)
             else:
                 verdict = self.admission.validate(request, warn_only=path == PATH_WARN)
         except Exception:

@@ -1,16 +1,18 @@
 """The Mutating- and ValidatingWebhookConfiguration credward writes for itself (server-side apply).
 
-* ``inject.pods.credward.io`` (mutating): Pods labelled ``credward.io/inject: "true"`` only
-  (``objectSelector``), so ``failurePolicy: Fail`` can never block a pod that did not opt in;
-  ``reinvocationPolicy: IfNeeded`` so a container another webhook adds later is injected too.
-* ``deny.consumption.credward.io`` and ``warn.consumption.credward.io`` (validating): Pods and the
-  pod templates of Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. The
-  namespace label ``credward.io/secret-consumption=warn`` picks which of the two sees a namespace,
-  so the API server, not a cache of namespaces, decides between a refusal and a warning. They
-  look at every pod, so they fail open (``Ignore``): a credward outage never blocks workloads
-  that do not use credward.
+* ``inject.pods.credward.io`` and ``inject-warn.pods.credward.io`` (mutating): Pods labelled
+  ``credward.io/inject: "true"`` only (``objectSelector``), so ``failurePolicy: Fail`` can never
+  block a pod that did not opt in; ``reinvocationPolicy: IfNeeded`` so a container another webhook
+  adds later is injected too. The same call checks the pod for rotation-unsafe consumption, so an
+  opted-in pod costs one round trip.
+* ``{deny,warn}.pods.consumption.credward.io`` (Pods that did not opt in) and
+  ``{deny,warn}.workloads.consumption.credward.io`` (the pod templates of Deployments,
+  StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs), validating. They look at every pod,
+  so they fail open (``Ignore``): a credward outage never blocks workloads that do not use credward.
 
-Both skip the operator's own namespace and kube-system, and have no side effects.
+The namespace label ``credward.io/secret-consumption=warn`` picks which of each pair sees a
+namespace (refuse or warn), so the API server, not a cache of namespaces, decides. All skip the
+operator's own namespace and kube-system, and have no side effects.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 APPLY = "application/apply-patch+yaml"
 PATH_MUTATE = "/mutate"
+PATH_MUTATE_WARN = "/mutate/warn"
 PATH_DENY = "/validate/deny"
 PATH_WARN = "/validate/warn"
 WORKLOADS = {
@@ -64,45 +67,43 @@ def _common(settings: WebhookSettings) -> dict[str, Any]:
     }
 
 
+POD_CREATE = {
+    "operations": ["CREATE"],
+    "apiGroups": [""],
+    "apiVersions": ["v1"],
+    "resources": ["pods"],
+    "scope": "Namespaced",
+}
+_WARN = {"key": LABEL_SECRET_CONSUMPTION, "values": [CONSUMPTION_WARN]}
+# (name suffix, path suffix, namespace selector): namespaces without the warn label refuse, the others warn.
+_MODES = (("", "", {**_WARN, "operator": "NotIn"}), ("-warn", "/warn", {**_WARN, "operator": "In"}))
+
+
 def mutating(settings: WebhookSettings, bundle: bytes) -> dict[str, Any]:
+    hooks = [
+        {
+            "name": f"inject{suffix}.pods.credward.io",
+            "clientConfig": _client_config(settings, PATH_MUTATE + path, bundle),
+            "rules": [POD_CREATE],
+            "objectSelector": {"matchLabels": {LABEL_INJECT: "true"}},
+            "namespaceSelector": _namespaces(settings, selector),
+            "failurePolicy": "Fail",
+            "reinvocationPolicy": "IfNeeded",
+            **_common(settings),
+        }
+        for suffix, path, selector in _MODES
+    ]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": settings.configuration, "labels": {"app.kubernetes.io/managed-by": "credward"}},
-        "webhooks": [
-            {
-                "name": "inject.pods.credward.io",
-                "clientConfig": _client_config(settings, PATH_MUTATE, bundle),
-                "rules": [
-                    {
-                        "operations": ["CREATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "objectSelector": {"matchLabels": {LABEL_INJECT: "true"}},
-                "namespaceSelector": _namespaces(settings),
-                "failurePolicy": "Fail",
-                "reinvocationPolicy": "IfNeeded",
-                **_common(settings),
-            }
-        ],
+        "webhooks": hooks,
     }
 
 
 def validating(settings: WebhookSettings, bundle: bytes) -> dict[str, Any]:
-    rules: list[dict[str, Any]] = [
-        {
-            "operations": ["CREATE"],
-            "apiGroups": [""],
-            "apiVersions": ["v1"],
-            "resources": ["pods"],
-            "scope": "Namespaced",
-        }
-    ]
-    rules += [
+    """Workload templates, and the Pods that did not opt in (the mutating call already checked the others)."""
+    workload_rules = [
         {
             "operations": ["CREATE", "UPDATE"],
             "apiGroups": [group],
@@ -112,22 +113,21 @@ def validating(settings: WebhookSettings, bundle: bytes) -> dict[str, Any]:
         }
         for group, resources in WORKLOADS.items()
     ]
-    label = {"key": LABEL_SECRET_CONSUMPTION, "values": [CONSUMPTION_WARN]}
+    opted_out = {"matchExpressions": [{"key": LABEL_INJECT, "operator": "NotIn", "values": ["true"]}]}
     hooks = []
-    for name, path, selector in (
-        ("deny.consumption.credward.io", PATH_DENY, {**label, "operator": "NotIn"}),
-        ("warn.consumption.credward.io", PATH_WARN, {**label, "operator": "In"}),
-    ):
-        hooks.append(
-            {
-                "name": name,
+    for mode, path, selector in ((("deny", PATH_DENY, _MODES[0][2])), ("warn", PATH_WARN, _MODES[1][2])):
+        for what, rules, objects in (("pods", [POD_CREATE], opted_out), ("workloads", workload_rules, None)):
+            hook: dict[str, Any] = {
+                "name": f"{mode}.{what}.consumption.credward.io",
                 "clientConfig": _client_config(settings, path, bundle),
                 "rules": rules,
                 "namespaceSelector": _namespaces(settings, selector),
                 "failurePolicy": "Ignore",
                 **_common(settings),
             }
-        )
+            if objects:
+                hook["objectSelector"] = objects
+            hooks.append(hook)
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingWebhookConfiguration",

@@ -11,7 +11,8 @@ from tests.integration.webhook.helpers import INJECT, create, credential, pod, r
 
 from credward.devcluster import ControlPlane
 
-DENIED = 'admission webhook "deny.consumption.credward.io" denied the request: '
+DENIED_PODS = 'admission webhook "deny.pods.consumption.credward.io" denied the request: '
+DENIED_WORKLOADS = 'admission webhook "deny.workloads.consumption.credward.io" denied the request: '
 SECRET_REF = {"valueFrom": {"secretKeyRef": {"name": "app-credentials", "key": "client-secret"}}}
 
 
@@ -49,7 +50,7 @@ def test_pod_mounting_a_credward_secret_with_subpath_is_refused_with_the_fix(
     credential(control_plane, namespace, "app")
     mount = {"name": "creds", "mountPath": "/etc/secret", "subPath": "client-secret"}
     message = refused(control_plane, namespace, {**pod("sub"), "spec": pod_spec(volumeMounts=[mount])})
-    assert DENIED in message
+    assert DENIED_PODS in message
     assert 'Pod sub, container "app" mounts Secret app-credentials (credential "app") with subPath' in message
     assert "drop subPath" in message
     assert f"kubectl label namespace {namespace} credward.io/secret-consumption=warn" in message
@@ -70,7 +71,7 @@ def test_workload_reading_the_client_secret_into_env_is_refused_at_apply(
     credential(control_plane, namespace, "app")
     spec = pod_spec(env=[{"name": "CLIENT_SECRET", **SECRET_REF}])
     message = refused(control_plane, namespace, workload(kind, "w", spec))
-    assert DENIED in message
+    assert DENIED_WORKLOADS in message
     assert f'{kind} w (pod template), container "app" reads client-secret of Secret app-credentials' in message
     assert "Read the file at $CLIENT_SECRET_PATH instead" in message
 
@@ -84,7 +85,7 @@ def test_env_from_a_credward_secret_and_an_update_that_adds_it_are_refused(
     bad = workload("Deployment", "upd", pod_spec(envFrom=[{"secretRef": {"name": "app-credentials"}}]))
     proc = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(bad), check=False)
     assert proc.returncode != 0
-    assert DENIED in proc.stderr
+    assert DENIED_WORKLOADS in proc.stderr
     assert "loads all of Secret app-credentials" in proc.stderr
     assert "through envFrom" in proc.stderr
 
@@ -144,3 +145,25 @@ def test_a_template_naming_a_missing_credential_warns_at_apply(
     assert proc.returncode == 0, proc.stderr
     assert 'Warning: credward: Deployment early (pod template) asks for credential "later"' in proc.stderr
     assert "its pods are refused until the ServiceAccountCredential exists" in proc.stderr
+
+
+def test_an_opted_in_pod_is_checked_by_the_injecting_call(
+    control_plane: ControlPlane, webhook: WebhookProcess, namespace: str
+) -> None:
+    credential(control_plane, namespace, "app")
+    mount = {"name": "creds", "mountPath": "/etc/secret", "subPath": "client-secret"}
+    manifest = {
+        **pod("both", labels=INJECT, annotations={"credward.io/credential": "app"}),
+        "spec": pod_spec(volumeMounts=[mount]),
+    }
+    message = refused(control_plane, namespace, manifest)
+    assert 'admission webhook "inject.pods.credward.io" denied the request: ' in message
+    assert 'Pod both, container "app" mounts Secret app-credentials (credential "app") with subPath' in message
+    control_plane.kubectl("label", "namespace", namespace, "credward.io/secret-consumption=warn")
+    for _ in range(20):
+        proc = create(control_plane, namespace, manifest)
+        if proc.returncode == 0:
+            break
+    assert proc.returncode == 0, proc.stderr
+    assert "credward-app" in proc.stdout  # injected...
+    assert "Warning: credward: Pod both" in proc.stderr  # ...and warned

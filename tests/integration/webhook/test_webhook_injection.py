@@ -203,16 +203,18 @@ def test_configuration_fails_closed_only_for_opted_in_pods(
     validating = json.loads(
         control_plane.kubectl("get", "validatingwebhookconfiguration", webhook.configuration, "-o", "json").stdout
     )
-    (inject,) = mutating["webhooks"]
-    assert inject["failurePolicy"] == "Fail"
-    assert inject["objectSelector"] == {"matchLabels": INJECT}
-    assert inject["reinvocationPolicy"] == "IfNeeded"
-    assert inject["sideEffects"] == "None"
-    assert inject["timeoutSeconds"] == 5
-    assert inject["clientConfig"]["url"] == f"{webhook.url}/mutate"
-    excluded = inject["namespaceSelector"]["matchExpressions"][0]
-    assert excluded["operator"] == "NotIn"
-    assert set(excluded["values"]) == {webhook.namespace, "kube-system"}
+    assert [h["name"] for h in mutating["webhooks"]] == ["inject.pods.credward.io", "inject-warn.pods.credward.io"]
+    for inject, path, mode in zip(mutating["webhooks"], ("/mutate", "/mutate/warn"), ("NotIn", "In"), strict=True):
+        assert inject["failurePolicy"] == "Fail"
+        assert inject["objectSelector"] == {"matchLabels": INJECT}
+        assert inject["reinvocationPolicy"] == "IfNeeded"
+        assert inject["sideEffects"] == "None"
+        assert inject["timeoutSeconds"] == 5
+        assert inject["clientConfig"]["url"] == f"{webhook.url}{path}"
+        excluded, label = inject["namespaceSelector"]["matchExpressions"]
+        assert excluded["operator"] == "NotIn"
+        assert set(excluded["values"]) == {webhook.namespace, "kube-system"}
+        assert (label["key"], label["operator"], label["values"]) == ("credward.io/secret-consumption", mode, ["warn"])
     assert {h["failurePolicy"] for h in validating["webhooks"]} == {"Ignore"}
     assert (
         create(
