@@ -11,6 +11,7 @@ from typing import Any
 import jsonpatch
 
 from credward.domain.injection import CredentialView, InjectionSettings, Verdict
+from credward.errors import TransientError
 from credward.webhook.app import Admission, review_response
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -88,3 +89,30 @@ def test_validation_warns_with_a_namespace_label_and_names_the_workload() -> Non
     warned = review_response("u-1", ADMISSION.validate(request(deployment, "Deployment"), warn_only=True))["response"]
     assert warned["allowed"] is True
     assert warned["warnings"][0].startswith("credward: Deployment w (pod template)")
+
+
+class Unreachable(Credentials):
+    async def get(self, namespace: str, name: str) -> CredentialView | None:
+        raise TransientError("reading ServiceAccountCredential ci/app: HTTP 503")
+
+
+async def test_a_lookup_that_fails_is_a_refusal_saying_to_retry() -> None:
+    admission = Admission(Unreachable(), InjectionSettings(security_base_url="http://sec:9000"), clock=lambda: NOW)
+    verdict = await admission.mutate(request(pod({"credward.io/credential": "app"})))
+    assert verdict.reason == "LookupFailed"
+    assert "HTTP 503" in verdict.message
+    assert "retry shortly" in verdict.message
+
+
+async def test_an_opted_in_pod_with_a_subpath_mount_is_refused_or_warned_in_the_same_call() -> None:
+    obj = pod({"credward.io/credential": "app"})
+    obj["spec"] = {
+        "volumes": [{"name": "c", "secret": {"secretName": "app-credentials"}}],
+        "containers": [{"name": "app", "volumeMounts": [{"name": "c", "mountPath": "/s", "subPath": "client-secret"}]}],
+    }
+    denied = await ADMISSION.mutate(request(obj))
+    assert denied.reason == "RotationUnsafeConsumption"
+    warned = await ADMISSION.mutate(request(obj), warn_only=True)
+    assert warned.allowed
+    assert warned.patch
+    assert warned.warnings[0].startswith('credward: Pod web-*, container "app" mounts Secret app-credentials')

@@ -34,6 +34,7 @@ from credward.domain.injection import (
     workload_of_pod,
 )
 from credward.domain.injection import InjectionSettings as Injection
+from credward.errors import TransientError
 from credward.webhook.configuration import PATH_DENY, PATH_MUTATE, PATH_MUTATE_WARN, PATH_WARN
 from credward.webhook.credentials import CredentialLookup
 
@@ -88,7 +89,12 @@ class Admission:
                 )
             name = auto_credential_name(*workload)
             parsed = replace(parsed, credential=name)
-        credential = await self._credentials.get(namespace, name)
+        try:
+            credential = await self._credentials.get(namespace, name)
+        except TransientError as exc:
+            return Verdict.deny(
+                "LookupFailed", f'{what}: credward could not read credential "{name}" right now ({exc}): retry shortly'
+            )
         refusal = check_credential(credential, name, namespace, what, self._clock())
         if refusal is not None and workload is not None and credential is None:
             return Verdict.deny(

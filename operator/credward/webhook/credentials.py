@@ -20,12 +20,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from credward.api import CREDENTIAL_PLURAL, GROUP, VERSION
 from credward.domain.injection import CredentialView
+from credward.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 
 class CredentialLookup(Protocol):
-    async def get(self, namespace: str, name: str) -> CredentialView | None: ...
+    async def get(self, namespace: str, name: str) -> CredentialView | None:
+        """None when it does not exist; :class:`TransientError` when that cannot be known right now."""
+        ...
 
     def managed_secrets(self, namespace: str) -> Mapping[str, str]:
         """Secret name -> credential name, for the namespace's credentials."""
@@ -53,7 +56,7 @@ class CredentialIndex:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise
+            raise TransientError(f"reading ServiceAccountCredential {namespace}/{name}: HTTP {exc.status}") from None
         view = CredentialView.from_manifest(obj)
         self._put(view)
         return view
