@@ -8,6 +8,7 @@ trust would refuse a pod.
 
 from __future__ import annotations
 
+import base64
 import socket
 import ssl
 import time
@@ -77,6 +78,10 @@ def test_renewal_while_pods_are_created_admits_every_pod(
     # What a new handshake gets is what the Secret holds: renewals reach the server without a restart.
     assert fingerprint(served_certificate(short_lived)) == fingerprint(short_lived.tls_secret()["tls.crt"])
     log = short_lived.log_path.read_text()
+    # The private keys appear nowhere in the log: neither as PEM nor as the Secret's base64.
+    for key in (stored["tls.key"], stored["signer.key"]):
+        assert key.splitlines()[1].decode() not in log
+        assert base64.b64encode(key).decode()[:40] not in log
     assert "a next CA joined the trust bundle" in log
     assert "the next CA now signs the serving certificate" in log
     assert "the previous CA left the bundle" in log
