@@ -3,7 +3,7 @@
 1. start etcd, kube-apiserver and kube-controller-manager (built once from pinned Go modules);
 2. install the CRDs, start the security service and the operator;
 3. apply ``examples/`` into namespace ``demo`` and show the credential's status and Secret keys;
-   create a Pod from ``examples/pods/deployment.yaml``'s template and show what the webhook injected;
+   apply ``examples/pods/`` and show what the webhook added to the Deployment's Pod;
 4. lay the Secret out as the kubelet mounts it, register the account with the security service,
    and trade the mounted secret for a signed JWT, verified against the published keys.
 
@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import jwt
-import yaml
 
 from credward.devcluster.errors import ControlPlaneError
 from credward.devcluster.plane import ControlPlane, free_port
@@ -84,26 +83,21 @@ def operator_with_webhook(plane: ControlPlane, security_base_url: str, log_path:
 
 
 def injected_pod(plane: ControlPlane, repo: Path) -> dict[str, Any]:
-    """The Pod the example Deployment's ReplicaSet would create (this control plane runs no such controller)."""
-    deployment = yaml.safe_load((repo / "examples" / "pods" / "deployment.yaml").read_text())
-    template = deployment["spec"]["template"]
-    manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "builder-demo", **template["metadata"]}}
-    manifest["spec"] = template["spec"]
-    deadline = time.monotonic() + 30
-    while True:  # the API server picks up the webhook configuration within moments
-        proc = plane.kubectl(
-            "create", "-n", NAMESPACE, "-o", "json", "-f", "-", input=json.dumps(manifest), check=False
-        )
-        if proc.returncode == 0:
+    """Apply ``examples/pods/`` and return what the webhook added to the Deployment's first Pod, as stored."""
+    plane.kubectl("apply", "-n", NAMESPACE, "-f", str(repo / "examples" / "pods"))
+    deadline = time.monotonic() + 60
+    while True:  # the Deployment and ReplicaSet controllers create it (it stays Pending: there are no nodes)
+        items = json.loads(plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=builder", "-o", "json").stdout)
+        if items["items"]:
             break
         if time.monotonic() > deadline:
-            raise ControlPlaneError(f"the example pod was not admitted: {proc.stderr.strip()}")
+            events = plane.kubectl("get", "events", "-n", NAMESPACE, check=False).stdout
+            raise ControlPlaneError(f"the example Deployment made no pod within 60s; events:\n{events}")
         time.sleep(0.5)
-    spec = json.loads(proc.stdout)["spec"]
-    ours = [v for v in spec.get("volumes", []) if v["name"].startswith("credward-")]
+    spec = items["items"][0]["spec"]
     container = spec["containers"][0]
     return {
-        "volumes": ours,
+        "volumes": [v for v in spec.get("volumes", []) if v["name"].startswith("credward-")],
         "containers": [
             {
                 "name": container["name"],
@@ -250,7 +244,7 @@ def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], 
             _step(f"Secret {secret['metadata']['name']} (the client secret's value is never shown)")
             print(json.dumps(secret_summary(secret), indent=2))
 
-            _step("a Pod of examples/pods/deployment.yaml as stored: what the admission webhook added")
+            _step("examples/pods/: the Deployment's Pod as stored, with what the admission webhook added")
             print(json.dumps(injected_pod(plane, repo), indent=2))
 
             mount = mount_secret(secret, state / "mount" / name)
