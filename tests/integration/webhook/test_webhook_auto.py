@@ -1,8 +1,6 @@
 """Automatic accounts: a workload asking for ``credward.io/credential: auto`` gets a credential it owns.
 
-The local control plane runs no Deployment or ReplicaSet controller, so the pod a
-ReplicaSet would create is created here, exactly as that controller would write it
-(owner reference, pod-template-hash label).
+(That its ReplicaSet's pods get it is tests/integration/webhook/test_webhook_workloads.py.)
 """
 
 from __future__ import annotations
@@ -45,44 +43,16 @@ def test_a_deployment_gets_an_owned_credential_and_its_pods_are_injected(
     assert (owner["kind"], owner["name"], owner["uid"]) == ("Deployment", "web", created["metadata"]["uid"])
     assert credential["spec"]["displayName"] == f"Deployment {namespace}/web (automatic)"
 
-    replica_set = {
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": "web-6b7d9c",
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "Deployment",
-                    "name": "web",
-                    "uid": created["metadata"]["uid"],
-                    "controller": True,
-                }
-            ],
-        },
-        "spec": {
-            "selector": {"matchLabels": {"app": "web", "pod-template-hash": "6b7d9c"}},
-            "template": {
-                "metadata": {"labels": {"app": "web", "pod-template-hash": "6b7d9c", **INJECT}, "annotations": AUTO},
-                "spec": {"containers": [{"name": "app", "image": "busybox"}]},
-            },
-        },
-    }
-    rs = stored(control_plane, namespace, replica_set)
-    manifest = pod("web-6b7d9c-x2k4q", labels={"app": "web", "pod-template-hash": "6b7d9c", **INJECT}, annotations=AUTO)
-    manifest["metadata"]["ownerReferences"] = [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "name": "web-6b7d9c",
-            "uid": rs["metadata"]["uid"],
-            "controller": True,
-        }
-    ]
-    obj = stored(control_plane, namespace, manifest)
-    volume = next(v for v in obj["spec"]["volumes"] if v["name"] == "credward-deployment-web")
+    # Its pods (made by the Deployment and ReplicaSet controllers) carry that credential.
+    (made,) = wait_for(
+        lambda: json.loads(control_plane.kubectl("get", "pods", "-n", namespace, "-l", "app=web", "-o", "json").stdout)[
+            "items"
+        ],
+        "the Deployment's pod",
+    )
+    volume = next(v for v in made["spec"]["volumes"] if v["name"] == "credward-deployment-web")
     assert volume["secret"]["secretName"] == "deployment-web-credentials"
-    env = {e["name"]: e for e in obj["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e for e in made["spec"]["containers"][0]["env"]}
     assert env["CLIENT_SECRET_PATH"]["value"] == "/var/run/secrets/credward.io/deployment-web/client-secret"
 
     # Deleted with its workload (the garbage collector follows the owner reference).

@@ -232,7 +232,7 @@ def test_the_example_deployment_is_admitted_and_its_pods_get_the_example_credent
     control_plane.kubectl("apply", "-n", namespace, "-f", str(examples), "-f", str(examples / "pods"))
     deployment = yaml.safe_load((examples / "pods" / "deployment.yaml").read_text())
     template = deployment["spec"]["template"]
-    # What its ReplicaSet would create (this control plane runs no Deployment controller).
+    # A pod of its template, beside the same pod without credward's label and annotation.
     manifest = {
         "apiVersion": "v1",
         "kind": "Pod",
