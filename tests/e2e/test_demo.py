@@ -37,6 +37,9 @@ def test_demo_registers_syncs_and_mints_a_verified_token_without_printing_the_se
         assert line in output, output[-4000:]
     assert '"client-secret": "<hidden>"' in output
 
+    # The example Deployment's pod as the API server stored it, after the operator's webhook.
+    assert '"mountPath": "/var/run/secrets/credward.io/ci-pipeline"' in output
+    assert '"value": "/var/run/secrets/credward.io/ci-pipeline/client-secret"' in output
     claims = json.loads(re.search(r"claims:\n(\{.*?\n\})", output, re.DOTALL).group(1))  # type: ignore[union-attr]
     assert claims["sub"] == f"{claims['client_id']}@clients.127.0.0.1"
     assert claims["aud"] == "https://store.example.org"

@@ -4,6 +4,7 @@
 2. install the CRDs, start the security service (SQLite) and the operator;
 3. ``kubectl apply`` ``examples/`` (a credential and two RoleBindings) into namespace ``demo`` and
    watch the conditions turn: ``Registered`` and ``Ready`` on the credential, ``Synced`` on the bindings;
+   apply ``examples/pods/`` and show what the admission webhook added to the Deployment's Pod;
 4. lay the Secret out as the kubelet mounts it, mint a token through ``CLIENT_SECRET_PATH`` with
    ``credward.client``, show its claims, and let a resource server's validator allow one path and
    refuse another, saying why.
@@ -32,6 +33,7 @@ log = logging.getLogger("credward.demo")
 
 NAMESPACE = "demo"
 AUDIENCE = "https://store.example.org"  # examples/serviceaccountcredential.yaml
+OPERATOR_NAMESPACE = "credward"  # where the webhook keeps its certificates; never admitted
 
 
 def _step(text: str) -> None:
@@ -112,6 +114,32 @@ def resource_server_check(validator: TokenValidator, token: str, allowed: str, r
         raise ControlPlaneError(f"the validator allowed {verb} {path}, which no example grants")
 
 
+def injected_pod(plane: ControlPlane, repo: Path) -> dict[str, Any]:
+    """Apply ``examples/pods/`` and return what the webhook added to the Deployment's first Pod, as stored."""
+    plane.kubectl("apply", "-n", NAMESPACE, "-f", str(repo / "examples" / "pods"))
+    deadline = time.monotonic() + 60
+    while True:  # the Deployment and ReplicaSet controllers create it (it stays Pending: there are no nodes)
+        items = json.loads(plane.kubectl("get", "pods", "-n", NAMESPACE, "-l", "app=builder", "-o", "json").stdout)
+        if items["items"]:
+            break
+        if time.monotonic() > deadline:
+            events = plane.kubectl("get", "events", "-n", NAMESPACE, check=False).stdout
+            raise ControlPlaneError(f"the example Deployment made no pod within 60s; events:\n{events}")
+        time.sleep(0.5)
+    spec = items["items"][0]["spec"]
+    container = spec["containers"][0]
+    return {
+        "volumes": [v for v in spec.get("volumes", []) if v["name"].startswith("credward-")],
+        "containers": [
+            {
+                "name": container["name"],
+                "env": container.get("env", []),
+                "volumeMounts": [m for m in container.get("volumeMounts", []) if m["name"].startswith("credward-")],
+            }
+        ],
+    }
+
+
 def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], None]) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     started = time.monotonic()
@@ -126,12 +154,20 @@ def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], 
         base_url = f"http://127.0.0.1:{port}"
         _step(f"starting the security service at {base_url} (SQLite) and the operator")
         security, admin_token_file, hash_key_file = security_process(state, port)
+        plane.kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
+        webhook_port = free_port()
         operator = operator_process(
             plane,
             security_base_url=base_url,
             hash_key_file=hash_key_file,
             token_file=admin_token_file,
             log_path=state / "logs" / "operator.log",
+            extra_args=[f"--webhook-port={webhook_port}"],  # no Service locally: the API server calls 127.0.0.1
+            env={
+                "CREDWARD_WEBHOOK_BIND": "127.0.0.1",
+                "CREDWARD_WEBHOOK_URL": f"https://127.0.0.1:{webhook_port}",
+                "CREDWARD_WEBHOOK_NAMESPACE": OPERATOR_NAMESPACE,
+            },
         )
         with security, operator:
             _step(f"kubectl apply -f examples/ in namespace {NAMESPACE}")
@@ -148,6 +184,8 @@ def run_demo(state: Path, repo: Path, *, keep: bool, wait_forever: Callable[[], 
             )
             _step(f"Secret {secret['metadata']['name']} (the client secret's value is never shown)")
             print(json.dumps(secret_summary(secret), indent=2))
+            _step("examples/pods/: the Deployment's Pod as stored, with what the admission webhook added")
+            print(json.dumps(injected_pod(plane, repo), indent=2))
 
             mount = mount_secret(secret, state / "mount" / name)
             env = workload_environment(obj["status"]["clientId"], mount, base_url)

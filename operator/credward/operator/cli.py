@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from credward.operator.settings import OperatorSettings, SettingsError
+from credward.webhook import WebhookSettings, WebhookSettingsError
 
 
 def register(sub: Any) -> None:
@@ -38,6 +39,9 @@ def register(sub: Any) -> None:
         help="how long deletion waits to remove an account from an unreachable service (env CREDWARD_CLEANUP_TIMEOUT)",
     )
     run.add_argument("--liveness-port", type=int, help="serve /healthz and /metrics on 0.0.0.0:PORT")
+    run.add_argument(
+        "--webhook-port", type=int, help="serve the admission webhook on this HTTPS port (env CREDWARD_WEBHOOK_PORT)"
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=_run)
 
@@ -63,14 +67,17 @@ def _run(args: argparse.Namespace) -> int:
             cleanup_timeout=args.cleanup_timeout,
             liveness_port=args.liveness_port,
         )
-    except SettingsError as exc:
+        webhook = WebhookSettings.from_env(port=args.webhook_port, security_base_url=settings.security_base_url)
+    except (SettingsError, WebhookSettingsError) as exc:
         logging.getLogger("credward").error("invalid configuration: %s", exc)
         return 2
-    asyncio.run(run_operator(settings))
+    asyncio.run(run_operator(settings, webhook=webhook))
     return 0
 
 
-async def run_operator(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
+async def run_operator(
+    settings: OperatorSettings, stop_flag: asyncio.Event | None = None, webhook: WebhookSettings | None = None
+) -> None:
     """Run until ``stop_flag`` is set (or SIGINT/SIGTERM)."""
     import kopf
 
@@ -78,7 +85,7 @@ async def run_operator(settings: OperatorSettings, stop_flag: asyncio.Event | No
 
     # /healthz is served beside /metrics by credward (see handlers.startup), not by kopf.
     await kopf.operator(
-        registry=build_registry(settings),
+        registry=build_registry(settings, webhook),
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,

@@ -42,6 +42,7 @@ from credward.operator.kube import Kube
 from credward.operator.metrics import HealthServer, OperatorMetrics
 from credward.operator.service import AdminClient
 from credward.operator.settings import OperatorSettings, read_hash_key
+from credward.webhook import WebhookRuntime, WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def owner_credential(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
@@ -86,6 +87,9 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             stack.push_async_callback(health.stop)
         await controller.refresh_info()
         state["poller"] = asyncio.create_task(controller.poll_info_forever())
+        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
+            runtime = await WebhookRuntime.start_from_settings(webhook)
+            stack.push_async_callback(runtime.stop)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
