@@ -1,6 +1,6 @@
 """The revocation feed under load: thousands of server-sent-event subscribers on one replica.
 
-    python -m bench.feed [--subscribers 5000] [--revocations 20] [--slow 50] [--burst 1500]
+    python -m bench.feed [--subscribers 5000] [--revocations 20] [--slow 50] [--burst 2000]
 
 Starts ``credward security serve`` (SQLite, one process) and measures, in one run:
 
@@ -89,10 +89,9 @@ class Arrivals:
 class Subscriber(asyncio.Protocol):
     """One SSE stream; records when each event id arrived."""
 
-    def __init__(self, request: bytes, arrivals: Arrivals, read: bool) -> None:
+    def __init__(self, request: bytes, arrivals: Arrivals) -> None:
         self.request = request
         self.arrivals = arrivals
-        self.read = read
         self.tail = b""
         self.started = asyncio.get_running_loop().create_future()
         self.transport: Any = None  # uvloop's transports are not asyncio.Transport subclasses
@@ -100,9 +99,6 @@ class Subscriber(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.transport.write(self.request)
-        if not self.read:
-            self.transport.pause_reading()
-            self.started.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -114,7 +110,23 @@ class Subscriber(asyncio.Protocol):
         self.tail = text[-64:]
 
 
-async def open_subscribers(port: int, count: int, since: int, arrivals: Arrivals, *, read: bool) -> list[Subscriber]:
+def open_silent(port: int, count: int, since: int) -> list[socket.socket]:
+    """Streams whose client never reads, with a small TCP window (see tests/integration/security/test_feed_http)."""
+    request = (
+        f"GET /v1/revocations?since={since} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    opened = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request)
+        opened.append(sock)
+    return opened
+
+
+async def open_subscribers(port: int, count: int, since: int, arrivals: Arrivals) -> list[Subscriber]:
     loop = asyncio.get_running_loop()
     request = (
         f"GET /v1/revocations?since={since} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
@@ -124,13 +136,7 @@ async def open_subscribers(port: int, count: int, since: int, arrivals: Arrivals
 
     async def one() -> None:
         async with gate:
-            sock = socket.socket()
-            if not read:  # a client that does not read, with a small window (see tests/integration/security)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", port))
-            _, protocol = await loop.create_connection(lambda: Subscriber(request, arrivals, read), sock=sock)
+            _, protocol = await loop.create_connection(lambda: Subscriber(request, arrivals), "127.0.0.1", port)
             async with asyncio.timeout(60):
                 await protocol.started
             subscribers.append(protocol)
@@ -235,7 +241,7 @@ async def measure(args: argparse.Namespace, svc: Running) -> dict[str, Any]:
         rss_before = rss_kib(pid)
         arrivals = Arrivals(args.subscribers)
         opened = time.perf_counter()
-        readers = await open_subscribers(svc.port, args.subscribers, since, arrivals, read=True)
+        readers = await open_subscribers(svc.port, args.subscribers, since, arrivals)
         await until_metric(http, "credward_feed_subscribers", args.subscribers)
         open_seconds = time.perf_counter() - opened
         await asyncio.sleep(1.0)
@@ -253,7 +259,7 @@ async def measure(args: argparse.Namespace, svc: Running) -> dict[str, Any]:
             await asyncio.sleep(args.interval)
 
         # 3. slow subscribers during a burst
-        slow = await open_subscribers(svc.port, args.slow, since, Arrivals(args.slow), read=False)
+        slow = open_silent(svc.port, args.slow, since)
         await until_metric(http, "credward_feed_subscribers", args.subscribers + args.slow)
         rss_slow_open = rss_kib(pid)
         burst_started = time.perf_counter()
@@ -273,9 +279,11 @@ async def measure(args: argparse.Namespace, svc: Running) -> dict[str, Any]:
         dropped = await metric(http, "credward_feed_subscribers_dropped_total")
         open_now = await metric(http, "credward_feed_subscribers")
         rss_after_burst = rss_kib(pid)
-        for sub in [*readers, *slow]:
+        for sub in readers:
             if sub.transport is not None:
                 sub.transport.abort()
+        for sock in slow:
+            sock.close()
 
     deliveries = len(latencies)
     return {
@@ -314,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revocations", type=int, default=20)
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between measured revocations")
     parser.add_argument("--slow", type=int, default=50, help="subscribers that never read")
-    parser.add_argument("--burst", type=int, default=1500, help="token revocations while the slow ones hang")
+    parser.add_argument("--burst", type=int, default=2000, help="token revocations while the slow ones hang")
     parser.add_argument("--http-server", default="", help="CREDWARD_SECURITY_HTTP_SERVER for the service, if any")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -27,6 +27,9 @@
     │   ├── Unauthenticated    no or invalid credentials (401)
     │   └── Forbidden          authenticated but not on the allow-list (403)
     ├── HashKeyError           the secret-hash key file shared by operator and service is unusable
+    ├── SettingsError          a configuration (flags, environment) is missing or malformed (exit 2 at start)
+    ├── KeyLoadError           a signing key file is missing, unreadable or of the wrong type
+    ├── KubeConfigError        the admin API's kubeconfig or in-cluster credentials cannot be used
     └── ServiceError           the security service refused a request (mapped to HTTP in credward.security.edge)
         ├── BadAdminRequest    an admin request is malformed; the message names the field (400)
         │   └── UnstorableText a text holds NUL or a lone surrogate, which no store can keep (400)
@@ -207,3 +210,15 @@ class BodyTooLarge(ServiceError):
 
 class HashKeyError(CredwardError):
     """The secret-hash key shared by the operator and the service is missing or too short."""
+
+
+class SettingsError(CredwardError):
+    """One or more configuration keys are missing or malformed; the message names each of them."""
+
+
+class KeyLoadError(CredwardError):
+    """A key file is missing, unreadable, or of the wrong type (message names the file, never key bytes)."""
+
+
+class KubeConfigError(CredwardError):
+    """The kubeconfig or in-cluster credentials cannot be used."""

@@ -25,16 +25,13 @@ from typing import Any, Protocol
 import httpx
 import yaml
 
-from credward.errors import CredwardError, Forbidden, Unauthenticated
+from credward.errors import Forbidden, Unauthenticated
+from credward.errors import KubeConfigError as KubeConfigError  # where callers have always imported it from
 from credward.security.settings import AdminAuthMode, Settings
 
 IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _REVIEW_TTL = 10.0
 _MAX_CACHED = 1000
-
-
-class KubeConfigError(CredwardError):
-    """The kubeconfig or in-cluster credentials cannot be used."""
 
 
 class AdminAuthenticator(Protocol):

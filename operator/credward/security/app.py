@@ -130,7 +130,7 @@ def build_services(
     keyring = KeyRing(settings.keys_dir, settings.signing_alg, settings.dev_mode)
     accounts = AccountCache(store, settings.scope_profile, settings.account_cache_ttl, clock)
     metrics = Metrics()
-    feed = RevocationFeed(store, metrics, buffer=settings.feed_subscriber_buffer)
+    feed = RevocationFeed(store, metrics, keepalive=settings.feed_max_wait, buffer=settings.feed_subscriber_buffer)
     oauth = OAuthService(settings, store, keyring, accounts, feed, metrics, hash_key, clock)
     admin = AdminService(
         store,
@@ -213,7 +213,7 @@ async def revocations(svc: Services, request: Request) -> Reply | Response:
         last = request.headers.get("last-event-id", "")
         if last.isdigit():  # a reconnecting EventSource resumes after the last event it saw
             since = max(since, int(last))
-        stream = svc.feed.stream(since, svc.settings.feed_max_wait)
+        stream = svc.feed.stream(since)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
     events = await svc.feed.wait_since(since, min(max(wait, 0.0), svc.settings.feed_max_wait))
     cursor = events[-1].cursor if events else since

@@ -51,6 +51,7 @@ def sse_bytes(event: RevocationEvent) -> bytes:
 
 
 Batch = list[tuple[RevocationEvent, bytes]]
+KEEPALIVE: Batch = []  # sent to every stream now and then, so idle connections show they are alive
 
 
 class Subscription:
@@ -70,12 +71,14 @@ class RevocationFeed:
         metrics: Metrics,
         *,
         poll_interval: float = 1.0,
+        keepalive: float = 30.0,
         buffer: int = 64,
         recent: int = RECENT_EVENTS,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._poll_interval = poll_interval
+        self._keepalive = keepalive
         self._buffer = buffer
         self._recent_max = recent
         self._wake = asyncio.Event()
@@ -117,6 +120,8 @@ class RevocationFeed:
         self._wake.set()
 
     async def _follow(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_keepalive = loop.time() + self._keepalive
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
@@ -126,6 +131,9 @@ class RevocationFeed:
                 await self._read_new()
             except Exception:
                 log.exception("revocation feed: reading the store failed; retrying")
+            if loop.time() >= next_keepalive:  # one timer for all streams, not one per stream
+                next_keepalive = loop.time() + self._keepalive
+                self._publish(KEEPALIVE)
 
     async def _read_new(self) -> None:
         while True:
@@ -145,6 +153,9 @@ class RevocationFeed:
             cut = len(self._cursors) - self._recent_max
             self._floor = self._cursors[cut - 1]
             del self._cursors[:cut], self._events[:cut]
+        self._publish(batch)
+
+    def _publish(self, batch: Batch) -> None:
         dropped = []
         for sub in self._subscribers:
             try:
@@ -176,7 +187,7 @@ class RevocationFeed:
                     await self._changed.wait()
         return [e for e, _ in await self._since(cursor, limit)]
 
-    async def stream(self, cursor: int, keepalive: float) -> AsyncIterator[bytes]:
+    async def stream(self, cursor: int) -> AsyncIterator[bytes]:
         """Server-sent events after ``cursor``, then each new one as it comes, until this subscriber is dropped."""
         await self.start()
         sub = Subscription(self._buffer)
@@ -188,10 +199,8 @@ class RevocationFeed:
                 yield b"".join(data for _, data in batch)
                 cursor = batch[-1][0].cursor
             while not sub.dropped:
-                try:
-                    async with asyncio.timeout(keepalive):
-                        batch = await sub.queue.get()
-                except TimeoutError:
+                batch = await sub.queue.get()
+                if batch is KEEPALIVE:
                     yield b": keep-alive\n\n"
                     continue
                 fresh = [data for event, data in batch if event.cursor > cursor]

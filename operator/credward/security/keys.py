@@ -28,17 +28,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from credward.errors import CredwardError
+from credward.errors import KeyLoadError as KeyLoadError  # where callers have always imported it from
 from credward.security.settings import SigningAlgorithm
 
 log = logging.getLogger(__name__)
 
 CURRENT_KEY_FILE = "current.pem"
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-
-
-class KeyLoadError(CredwardError):
-    """A key file is missing, unreadable, or of the wrong type (message names the file, never key bytes)."""
 
 
 def b64url(data: bytes) -> bytes:

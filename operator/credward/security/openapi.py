@@ -115,6 +115,7 @@ def _error_responses() -> dict[str, Any]:
             **_json(_OAUTH_ERROR, "invalid_client"),
             "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
         },
+        "413": _json(_OAUTH_ERROR, "request body over 16 KiB"),
         "429": {
             **_json(_OAUTH_ERROR, "too many failed authentications"),
             "headers": {"Retry-After": {"schema": {"type": "integer"}}},

@@ -17,13 +17,10 @@ from urllib.parse import urlsplit
 
 from credward.domain.durations import parse_duration
 from credward.domain.scopes import ScopeProfile
-from credward.errors import CredwardError, InvalidDuration
+from credward.errors import InvalidDuration
+from credward.errors import SettingsError as SettingsError  # where callers have always imported it from
 
 ENV_PREFIX = "CREDWARD_SECURITY_"
-
-
-class SettingsError(CredwardError):
-    """One or more configuration keys are missing or malformed."""
 
 
 class SigningAlgorithm(StrEnum):

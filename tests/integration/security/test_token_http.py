@@ -220,14 +220,28 @@ def test_throttling_returns_429_with_retry_after(service: Service) -> None:
     assert service.token(client).status_code == 200  # a public client id cannot be used to lock a workload out
 
 
+def metric_values(service: Service) -> dict[str, float]:
+    values = {}
+    for line in httpx.get(service.base_url + "/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
+
+
 def test_metrics_count_issued_and_denied(service: Service) -> None:
+    """The counts move (every series exists from the start at 0, so its mere presence would prove nothing)."""
     client = service.register()
+    before = metric_values(service)
     service.token(client)
     service.token(client, scope="storage.read:/nope")
-    text = httpx.get(service.base_url + "/metrics").text
-    assert "credward_tokens_issued_total" in text
-    assert 'credward_tokens_denied_total{reason="invalid_scope"}' in text
-    assert "credward_token_request_duration_seconds_bucket" in text
+    after = metric_values(service)
+    denied = 'credward_tokens_denied_total{reason="invalid_scope"}'
+    assert after["credward_tokens_issued_total"] == before["credward_tokens_issued_total"] + 1
+    assert after[denied] == before[denied] + 1
+    assert after["credward_token_request_duration_seconds_count"] == (
+        before["credward_token_request_duration_seconds_count"] + 2
+    )
 
 
 def test_health_and_openapi(service: Service) -> None:
