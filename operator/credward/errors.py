@@ -5,7 +5,8 @@
     CredwardError
     ├── InvalidSpec            a resource's spec or the configuration cannot be acted on; editing it helps
     │   ├── InvalidDuration    a duration string is malformed or out of range
-    │   ├── SettingsError      a configuration key (flag or environment variable) is missing or malformed
+    │   ├── SettingsError      configuration (flags, environment) is missing or malformed; the message names
+    │   │                      each key (exit 2 at start)
     │   └── PathError          a permission path breaks the path rule (also a ValueError)
     ├── TransientError         worth retrying after ``delay`` seconds (the operator backs off, capped)
     │   ├── ServiceUnavailable the security service did not answer, answered 5xx/429, or made no sense
@@ -27,7 +28,6 @@
     │   ├── Unauthenticated    no or invalid credentials (401)
     │   └── Forbidden          authenticated but not on the allow-list (403)
     ├── HashKeyError           the secret-hash key file shared by operator and service is unusable
-    ├── SettingsError          a configuration (flags, environment) is missing or malformed (exit 2 at start)
     ├── KeyLoadError           a signing key file is missing, unreadable or of the wrong type
     ├── KubeConfigError        the admin API's kubeconfig or in-cluster credentials cannot be used
     └── ServiceError           the security service refused a request (mapped to HTTP in credward.security.edge)
@@ -62,7 +62,7 @@ class InvalidDuration(InvalidSpec):
 
 
 class SettingsError(InvalidSpec):
-    """A configuration key is missing or malformed; the message names it."""
+    """Configuration (flags, environment) is missing or malformed; the message names each key."""
 
 
 class PathError(InvalidSpec, ValueError):
@@ -210,10 +210,6 @@ class BodyTooLarge(ServiceError):
 
 class HashKeyError(CredwardError):
     """The secret-hash key shared by the operator and the service is missing or too short."""
-
-
-class SettingsError(CredwardError):
-    """One or more configuration keys are missing or malformed; the message names each of them."""
 
 
 class KeyLoadError(CredwardError):

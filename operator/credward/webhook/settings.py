@@ -19,13 +19,13 @@ from urllib.parse import urlsplit
 from credward.domain.durations import parse_duration
 from credward.domain.injection import DEFAULT_MOUNT_ROOT, InjectionSettings
 from credward.domain.webhook_tls import TLSPolicy
-from credward.errors import InvalidSpec
+from credward.errors import InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 PREFIX = "CREDWARD_WEBHOOK_"
 
 
-class WebhookSettingsError(InvalidSpec):
+class WebhookSettingsError(SettingsError):
     """A webhook configuration key is missing or malformed; the message names it."""
 
 
