@@ -76,6 +76,23 @@ def test_an_empty_store_is_filled_again_with_the_same_secrets_and_bindings(
     assert response.status_code == 200, response.text
 
 
+def test_a_ready_credential_says_so_when_the_service_goes_down_and_recovers_when_it_returns(
+    control_plane: ControlPlane, operator: ChildProcess, security_up: SecurityServer, namespace: str
+) -> None:
+    apply(control_plane, credential("exposed"), namespace)
+    ready(control_plane, namespace, "exposed")
+    security_up.stop()
+    # Ready means a workload can get a token now; with the service gone it cannot, and nothing touched the object.
+    wait_for(
+        lambda: reason(control_plane, "sac", namespace, "exposed", "Ready") == "False/ServiceUnreachable",
+        "Ready=False/ServiceUnreachable after the service went down",
+        timeout=20,
+    )
+    assert reason(control_plane, "sac", namespace, "exposed", "Registered") == "False/ServiceUnreachable"
+    security_up.start()
+    ready(control_plane, namespace, "exposed", timeout=30)
+
+
 def test_binding_changed_while_the_service_is_down_is_synced_when_it_returns(
     control_plane: ControlPlane, operator: ChildProcess, security_up: SecurityServer, namespace: str
 ) -> None:

@@ -149,15 +149,17 @@ class CredentialController:
     # -- the service's store ---------------------------------------------------------------------------------
 
     async def refresh_info(self) -> None:
-        """Poll ``GET /v1/admin/info``; a new store, a new hash key or a service back from an outage resyncs all."""
+        """Poll ``GET /v1/admin/info``; an outage, a service back from one, a new store or hash key resyncs all."""
         previous = self.info
         try:
             info = await self._service.info()
         except (ServiceUnavailable, ServiceRefused) as exc:
-            if previous is not None:
-                log.warning("security service: %s", exc)
             self.info = None
             self.metrics.service_up.set(0)
+            if previous is not None:
+                # Ready means a workload can get a token now: every credential says the service is gone.
+                log.warning("security service: %s; every credential is looked at again", exc)
+                self.resync_all()
             return
         self.info, self._info_at = info, asyncio.get_running_loop().time()
         self.metrics.service_up.set(1)
