@@ -28,6 +28,7 @@ from credward.domain.credential import (
     decide,
 )
 from credward.domain.rolebinding import ObservedBinding, SyncOutcome, orphan_updates
+from credward.domain.rotation import jitter
 from credward.domain.secrets import fingerprint, hash_key_id, hash_secret
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
@@ -141,7 +142,7 @@ def test_create_makes_secret_status_and_event() -> None:
     assert st.secret_name == "builder-credentials"
     assert st.observed_generation == 3
     assert [s.id for s in st.active_secrets] == ["abcd0001"]
-    assert st.next_rotation_time == NOW + timedelta(hours=720)
+    assert st.next_rotation_time == NOW + timedelta(hours=720) - jitter(REF.uid, timedelta(hours=720))
     ready = next(c for c in st.conditions if c.type == "Ready")
     assert (ready.status, ready.reason) == ("True", "SecretReady")
     assert [e.reason for e in plan.events] == ["SecretCreated", "Registered"]

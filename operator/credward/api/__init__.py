@@ -23,6 +23,8 @@ KEY_CLIENT_ID = "client-id"
 KEY_CLIENT_SECRET = "client-secret"
 KEY_TOKEN_URL = "token-url"
 KEY_ISSUER = "issuer"
+# During a rotation's grace period only: the secret being replaced, kept so its hash can be pushed again.
+KEY_PREVIOUS_CLIENT_SECRET = "previous-client-secret"
 SECRET_KEYS = (KEY_CLIENT_ID, KEY_CLIENT_SECRET, KEY_TOKEN_URL, KEY_ISSUER)
 
 # Verbs a service account may hold; GRANT exists so it can be named and refused.

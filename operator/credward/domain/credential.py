@@ -44,6 +44,7 @@ from credward.api import (
     KEY_CLIENT_ID,
     KEY_CLIENT_SECRET,
     KEY_ISSUER,
+    KEY_PREVIOUS_CLIENT_SECRET,
     KEY_TOKEN_URL,
     LABEL_CREDENTIAL,
     LABEL_MANAGED_BY,
@@ -51,15 +52,23 @@ from credward.api import (
 )
 from credward.api.admin import AccountIn, AccountView, RoleMappingsIn, SecretHash, ServiceInfo
 from credward.api.models import ActiveSecret, CredentialSpec, CredentialStatus
-from credward.domain import rolebinding
+from credward.domain import rolebinding, rotation
 from credward.domain import secrets as secretgen
 from credward.domain.conditions import ConditionSpec, find, merge_conditions
 from credward.domain.health import kstatus_conditions
 from credward.domain.rolebinding import BindingUpdate, ObservedBinding, SyncOutcome
+from credward.domain.rotation import Overlap
 from credward.domain.timefmt import parse_rfc3339, to_rfc3339, truncate
 
 ANNOTATION_SECRET_CREATED = f"{GROUP}/secret-created-at"
 ANNOTATION_SECRET_FINGERPRINT = f"{GROUP}/secret-fingerprint"
+# The credward.io/rotate value carried out by the rotation that wrote the current secret.
+ANNOTATION_ROTATE_HANDLED = f"{GROUP}/rotate-handled"
+# The secret a rotation replaced, while its grace period lasts (its value is under KEY_PREVIOUS_CLIENT_SECRET).
+ANNOTATION_PREVIOUS_ID = f"{GROUP}/previous-secret-id"
+ANNOTATION_PREVIOUS_CREATED = f"{GROUP}/previous-secret-created-at"
+ANNOTATION_PREVIOUS_NOT_AFTER = f"{GROUP}/previous-secret-not-after"
+ANNOTATION_PREVIOUS_FINGERPRINT = f"{GROUP}/previous-secret-fingerprint"
 # Set to "true" on a credential to delete it without removing its account from the security service.
 ANNOTATION_SKIP_CLEANUP = f"{GROUP}/skip-account-cleanup"
 FINALIZER = f"{GROUP}/account-cleanup"
@@ -68,6 +77,7 @@ READY = "Ready"
 REGISTERED = "Registered"
 EXPIRED = "Expired"
 REVOKED = "Revoked"
+ROTATING = "Rotating"
 
 # Reasons (CamelCase, as Kubernetes conventions ask).
 REASON_SECRET_READY = "SecretReady"
@@ -84,6 +94,10 @@ REASON_REFUSED = "Refused"
 REASON_PENDING = "Pending"
 REASON_HASH_KEY_MISMATCH = "HashKeyMismatch"
 REASON_TOKEN_TTL_CAPPED = "TokenTTLCapped"
+REASON_GRACE_PERIOD = "GracePeriod"
+REASON_ONE_SECRET = "OneSecret"
+REASON_SECRET_ROTATED = "SecretRotated"
+REASON_OLD_SECRET_RETIRED = "OldSecretRetired"
 
 DEFAULT_RESYNC = timedelta(minutes=10)
 DEFAULT_CONFLICT_RECHECK = timedelta(seconds=5)
@@ -225,6 +239,7 @@ class CredentialInput:
     candidate: Candidate
     endpoints: Endpoints
     has_finalizer: bool = True
+    rotate_request: str | None = None  # the credential's credward.io/rotate annotation
     # Set by the controller when a write of the first plan failed; the second decision reports it.
     mappings_failure: SyncOutcome | None = None
     secret_refusal: str | None = None
@@ -266,11 +281,34 @@ def identity_of(client_id: str, endpoints: Endpoints) -> str:
     return f"{client_id}@clients.{endpoints.issuer_host}"
 
 
-def account_in(
-    inp: CredentialInput, client_id: str, value: str, record: ActiveSecret, expires_at: datetime | None
-) -> AccountIn:
-    """The account as the service should hold it: the secret's HMAC hash and id, never the value."""
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The secrets a Secret holds (values in memory only): the current one and, during an overlap, the previous.
+
+    ``handled`` is the ``credward.io/rotate`` value carried out when the current secret was written.
+    """
+
+    value: str
+    record: ActiveSecret
+    previous: tuple[str, ActiveSecret] | None = None
+    handled: str | None = None
+
+    @property
+    def overlap(self) -> Overlap | None:
+        if self.previous is None or self.previous[1].not_after is None:
+            return None
+        return Overlap(self.previous[1].id, self.previous[1].not_after)
+
+    @property
+    def records(self) -> tuple[ActiveSecret, ...]:
+        """Newest first, as status.activeSecrets lists them."""
+        return (self.record,) if self.previous is None else (self.record, self.previous[1])
+
+
+def account_in(inp: CredentialInput, client_id: str, held: Held, expires_at: datetime | None) -> AccountIn:
+    """The account as the service should hold it: each live secret's HMAC hash, id and times, never a value."""
     spec, ref = inp.spec, inp.ref
+    pairs = [(held.value, held.record)] + ([held.previous] if held.previous is not None else [])
     return AccountIn(
         identity=identity_of(client_id, inp.endpoints),
         display_name=spec.display_name,
@@ -281,8 +319,14 @@ def account_in(
         audiences=spec.audiences,
         token_ttl_seconds=int(spec.token_ttl_td.total_seconds()),
         groups=spec.groups,
-        secrets=(
-            SecretHash(id=record.id, hash=secretgen.hash_secret(inp.hash_key, value), created_at=record.created_at),
+        secrets=tuple(
+            SecretHash(
+                id=record.id,
+                hash=secretgen.hash_secret(inp.hash_key, value),
+                created_at=record.created_at,
+                not_after=record.not_after,
+            )
+            for value, record in pairs
         ),
     )
 
@@ -305,7 +349,7 @@ def _account_differs(view: AccountView, want: AccountIn) -> bool:
         or tuple(view.audiences) != tuple(want.audiences)
         or view.token_ttl_seconds != want.token_ttl_seconds
         or tuple(view.groups) != tuple(want.groups)
-        or sorted(s.id for s in view.secrets) != sorted(s.id for s in want.secrets)
+        or sorted((s.id, s.not_after) for s in view.secrets) != sorted((s.id, s.not_after) for s in want.secrets)
     )
 
 
@@ -380,35 +424,58 @@ def decide(
     client_id = (
         status.client_id or (ours.annotations.get(ANNOTATION_CLIENT_ID) if ours else None) or inp.candidate.client_id
     )
-    value, record, why_new = _current_secret(ours, status)
-    fresh = value is None
-    if value is None or record is None:
-        value = inp.candidate.secret
-        record = ActiveSecret(id=inp.candidate.secret_id, created_at=now)
+    kept, why_new = _current_secret(ours, status)
+    fresh = kept is None
+    new = Held(inp.candidate.secret, ActiveSecret(id=inp.candidate.secret_id, created_at=now), None, inp.rotate_request)
 
     expires_at = ref.created + spec.lifetime_td if spec.lifetime_td else None
     expires_at = truncate(expires_at) if expires_at else None
     expired = expires_at is not None and now >= expires_at
+    rotates = not spec.revoked and not expired
 
-    want = account_in(inp, client_id, value, record, expires_at)
-    reg = _registration(inp, want, client_id, record.id)
+    # Rotation: only once the service will hold the new hash, so the Secret is written only after it does.
     events: list[Event] = []
+    retiring: ActiveSecret | None = None
+    why_rotate: rotation.RotationReason | None = None
+    if kept is not None and kept.previous is not None and kept.overlap and rotation.retired(kept.overlap, now):
+        retiring = kept.previous[1]
+        kept = replace(kept, previous=None)
+    if kept is not None and rotates and _service_ready(inp):
+        next_at = rotation.next_rotation(kept.record.created_at, spec.rotation.period_td, ref.uid, kept.overlap)
+        why_rotate = rotation.rotation_due(now, next_at, kept.overlap, inp.rotate_request, kept.handled)
+    if kept is not None and why_rotate is not None:
+        not_after = rotation.overlap_until(now, spec.rotation.grace_period_td)
+        new = replace(new, previous=(kept.value, kept.record.model_copy(update={"not_after": not_after})))
+    target = new if kept is None or why_rotate is not None else kept  # what the Secret should hold
+
+    want = account_in(inp, client_id, target, expires_at)
+    reg = _registration(inp, want, client_id, target.record.id)
 
     # The Secret: a new value only once the service will hold its hash; repairs of other keys always.
-    desired = secret_manifest(ref, spec, secret_name, client_id, value, record, inp.endpoints)
+    desired = secret_manifest(ref, spec, secret_name, client_id, target, inp.endpoints)
+    fresh_value = target is new
     apply_secret = None
-    if inp.secret_refusal is None and (reg.registers or not fresh):
-        apply_secret = desired if ours is None or fresh or _drifted(ours, desired) else None
+    if inp.secret_refusal is None and (reg.registers or not fresh_value):
+        apply_secret = desired if ours is None or fresh_value or _drifted(ours, desired) else None
+    if apply_secret is None and kept is not None and fresh_value:
+        target = kept  # a rotation not written (yet): the Secret keeps what it holds
     if apply_secret is not None:
         if fresh:
             events.append(_secret_event(why_new, secret_name, client_id))
-        elif ours is not None:
+        elif why_rotate is not None:
+            events.append(_rotated_event(why_rotate, secret_name, target))
+        elif retiring is None and ours is not None:
             events.append(
                 Event("Normal", "SecretRepaired", f"Restored keys, labels or annotations of Secret {secret_name}")
             )
+        if retiring is not None:
+            events.append(_retired_event(retiring, secret_name))
     in_place = inp.secret_refusal is None and (apply_secret is not None or (ours is not None and not fresh))
 
+    written = apply_secret is not None or not fresh
+    overlap = target.overlap if written else None
     wanted = _conditions(spec, secret_name, expires_at, expired, reg.condition, in_place, inp.secret_refusal)
+    wanted.insert(2, _rotating(target, overlap) if written else _not_rotating())
     _transition_events(status, wanted, reg.ttl_capped, events)
 
     # Role mappings: the whole set of this account's bindings, once the account is (or will be) there.
@@ -421,16 +488,20 @@ def decide(
             mappings = wanted_mappings
     binding_updates = rolebinding.binding_updates(inp.bindings, _sync_outcome(inp, reg, client_id), now)
 
-    kept = apply_secret is not None or not fresh
-    active = (record,) if kept else status.active_secrets
-    last_rotation = record.created_at if kept else status.last_rotation_time
+    active = target.records if written else status.active_secrets
+    last_rotation = target.record.created_at if written else status.last_rotation_time
+    next_rotation = (
+        rotation.next_rotation(last_rotation, spec.rotation.period_td, ref.uid, overlap)
+        if last_rotation is not None and rotates
+        else None
+    )
     new_status = CredentialStatus(
         client_id=client_id,
         identity=identity_of(client_id, inp.endpoints),
         secret_name=secret_name,
         active_secrets=active,
         last_rotation_time=last_rotation,
-        next_rotation_time=last_rotation + spec.rotation.period_td if last_rotation else None,
+        next_rotation_time=next_rotation,
         expires_at=expires_at,
         observed_generation=ref.generation,
         conditions=merge_conditions(status.conditions, wanted, now, ref.generation),
@@ -442,6 +513,10 @@ def decide(
     wake = [resync]
     if expires_at is not None and not expired:
         wake.append(expires_at - now)
+    if next_rotation is not None:
+        wake.append(next_rotation - now)
+    if overlap is not None:
+        wake.append(overlap.not_after - now)
     return Plan(
         client_id=client_id,
         add_finalizer=not inp.has_finalizer,
@@ -458,6 +533,42 @@ def decide(
     )
 
 
+def _service_ready(inp: CredentialInput) -> bool:
+    """The service answered and hashes under our key: a new secret's hash can be registered now."""
+    return isinstance(inp.service, ServiceHolds) and inp.service.info.hash_key_id == secretgen.hash_key_id(inp.hash_key)
+
+
+def _rotating(target: Held, overlap: Overlap | None) -> ConditionSpec:
+    if overlap is None:
+        return _not_rotating(f"One client secret is live ({target.record.id})")
+    message = (
+        f"Secret {overlap.secret_id} keeps working until {to_rfc3339(overlap.not_after)} while workloads switch "
+        f"to secret {target.record.id}"
+    )
+    return ConditionSpec(ROTATING, "True", REASON_GRACE_PERIOD, message)
+
+
+def _not_rotating(message: str = "No client secret yet") -> ConditionSpec:
+    return ConditionSpec(ROTATING, "False", REASON_ONE_SECRET, message)
+
+
+def _rotated_event(why: rotation.RotationReason, secret_name: str, target: Held) -> Event:
+    cause = (
+        "as spec.rotation.period says" if why == "period" else f"as the {rotation.ANNOTATION_ROTATE} annotation asks"
+    )
+    message = f"Rotated the client secret in Secret {secret_name} {cause}: new secret {target.record.id}"
+    overlap = target.overlap
+    if overlap is not None:
+        message += f"; the previous secret {overlap.secret_id} keeps working until {to_rfc3339(overlap.not_after)}"
+    return Event("Normal", REASON_SECRET_ROTATED, message)
+
+
+def _retired_event(record: ActiveSecret, secret_name: str) -> Event:
+    until = to_rfc3339(record.not_after) if record.not_after else "now"
+    message = f"Retired the previous client secret {record.id} of Secret {secret_name}: its grace period ended {until}"
+    return Event("Normal", REASON_OLD_SECRET_RETIRED, message)
+
+
 def _sync_outcome(inp: CredentialInput, reg: _Registration, client_id: str) -> SyncOutcome:
     if inp.mappings_failure is not None:
         return inp.mappings_failure
@@ -470,26 +581,42 @@ def _sync_outcome(inp: CredentialInput, reg: _Registration, client_id: str) -> S
     return SyncOutcome(False, reason, f"The account is not registered yet: {reg.condition.message}")
 
 
-def _current_secret(
-    ours: ObservedSecret | None, status: CredentialStatus
-) -> tuple[str | None, ActiveSecret | None, str | None]:
-    """The client secret to keep and its record, or (None, None, why a new one is needed)."""
+def _current_secret(ours: ObservedSecret | None, status: CredentialStatus) -> tuple[Held | None, str | None]:
+    """The secrets the Secret holds and keeps, or (None, why a new one is needed)."""
     if ours is None:
-        return None, None, "created" if status.client_id is None else "deleted"
+        return None, "created" if status.client_id is None else "deleted"
     value = ours.data.get(KEY_CLIENT_SECRET)
     if not value:
-        return None, None, "missing"
+        return None, "missing"
     if ours.annotations.get(ANNOTATION_SECRET_FINGERPRINT) != secretgen.fingerprint(value):
-        return None, None, "tampered"
+        return None, "tampered"
     secret_id = ours.annotations.get(ANNOTATION_SECRET_ID)
     known = {s.id: s for s in status.active_secrets}
-    if secret_id in known:
-        return value, known[secret_id], None
     created = ours.annotations.get(ANNOTATION_SECRET_CREATED)
-    if secret_id and created:
-        # Status was lost (e.g. restored from a backup without status): rebuild it from the Secret.
-        return value, ActiveSecret(id=secret_id, created_at=parse_rfc3339(created)), None
-    return None, None, "tampered"
+    if secret_id in known:
+        record = known[secret_id].model_copy(update={"not_after": None})
+    elif secret_id and created:
+        # Status was lost or not written yet (e.g. restored from a backup without status): rebuild it from the Secret.
+        record = ActiveSecret(id=secret_id, created_at=parse_rfc3339(created))
+    else:
+        return None, "tampered"
+    return Held(value, record, _previous_secret(ours), ours.annotations.get(ANNOTATION_ROTATE_HANDLED)), None
+
+
+def _previous_secret(ours: ObservedSecret) -> tuple[str, ActiveSecret] | None:
+    """The secret a rotation replaced, from the Secret alone (the one record written with the new value)."""
+    value = ours.data.get(KEY_PREVIOUS_CLIENT_SECRET)
+    notes = ours.annotations
+    secret_id, created, not_after = (
+        notes.get(ANNOTATION_PREVIOUS_ID),
+        notes.get(ANNOTATION_PREVIOUS_CREATED),
+        notes.get(ANNOTATION_PREVIOUS_NOT_AFTER),
+    )
+    if not value or not secret_id or not created or not not_after:
+        return None
+    if notes.get(ANNOTATION_PREVIOUS_FINGERPRINT) != secretgen.fingerprint(value):
+        return None  # an edited previous secret is not one credward registered: it is not pushed again
+    return value, ActiveSecret(id=secret_id, created_at=parse_rfc3339(created), not_after=parse_rfc3339(not_after))
 
 
 _NEW_SECRET_EVENTS: dict[str | None, tuple[Literal["Normal", "Warning"], str, str]] = {
@@ -636,25 +763,38 @@ def secret_manifest(
     spec: CredentialSpec,
     name: str,
     client_id: str,
-    value: str,
-    record: ActiveSecret,
+    held: Held,
     endpoints: Endpoints,
 ) -> dict[str, Any]:
-    """The full Secret credward applies (server-side apply, so removed template keys go away)."""
+    """The full Secret credward applies (server-side apply, so removed template keys go away).
+
+    During an overlap it also holds the previous secret and its times: the Secret alone is the record of a
+    rotation, written in one step, so a crash before or after that write leaves a consistent state.
+    """
     labels = {**spec.secret_template.labels, LABEL_MANAGED_BY: MANAGED_BY, LABEL_CREDENTIAL: ref.name}
     annotations = {
         **spec.secret_template.annotations,
         ANNOTATION_CLIENT_ID: client_id,
-        ANNOTATION_SECRET_ID: record.id,
-        ANNOTATION_SECRET_CREATED: to_rfc3339(record.created_at),
-        ANNOTATION_SECRET_FINGERPRINT: secretgen.fingerprint(value),
+        ANNOTATION_SECRET_ID: held.record.id,
+        ANNOTATION_SECRET_CREATED: to_rfc3339(held.record.created_at),
+        ANNOTATION_SECRET_FINGERPRINT: secretgen.fingerprint(held.value),
     }
+    if held.handled is not None:
+        annotations[ANNOTATION_ROTATE_HANDLED] = held.handled
     data = {
         KEY_CLIENT_ID: client_id,
-        KEY_CLIENT_SECRET: value,
+        KEY_CLIENT_SECRET: held.value,
         KEY_TOKEN_URL: endpoints.token_url,
         KEY_ISSUER: endpoints.issuer,
     }
+    overlap = held.overlap
+    if held.previous is not None and overlap is not None:
+        value, record = held.previous
+        data[KEY_PREVIOUS_CLIENT_SECRET] = value
+        annotations[ANNOTATION_PREVIOUS_ID] = record.id
+        annotations[ANNOTATION_PREVIOUS_CREATED] = to_rfc3339(record.created_at)
+        annotations[ANNOTATION_PREVIOUS_NOT_AFTER] = to_rfc3339(overlap.not_after)
+        annotations[ANNOTATION_PREVIOUS_FINGERPRINT] = secretgen.fingerprint(value)
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -53,6 +53,7 @@ from credward.domain.credential import (
 )
 from credward.domain.durations import format_duration
 from credward.domain.rolebinding import BindingUpdate, ObservedBinding, SyncOutcome
+from credward.domain.rotation import ANNOTATION_ROTATE
 from credward.domain.timefmt import parse_rfc3339
 from credward.errors import (
     Gone,
@@ -276,6 +277,7 @@ class CredentialController:
             candidate=self._candidates(),
             endpoints=self._settings.endpoints,
             has_finalizer=FINALIZER in (meta.get("finalizers") or ()),
+            rotate_request=(meta.get("annotations") or {}).get(ANNOTATION_ROTATE),
         )
         now = self._clock()
         plan = self._decide(inp, now)
