@@ -60,6 +60,11 @@ test: lint controlplane ## Lint, then unit + integration + e2e tests against rea
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install ## Token endpoint vs the raw ES256 sign rate of this machine (needs wrk; writes bench/results.json).
+bench: install ## Token endpoint vs raw ES256 signs (needs wrk; bench/results.json); validator vs raw verify and PyJWT (bench/validator.json).
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	$(PYTHON) -m bench.token_endpoint $(BENCH_ARGS)
+	$(PYTHON) -m bench.validator
+
+.PHONY: bench-webhook
+bench-webhook: install controlplane ## Pod create p50/p99 with and without the webhook's opt-in label, and its request rate per core (bench/webhook.json).
+	$(PYTHON) -m bench.webhook $(BENCH_ARGS)

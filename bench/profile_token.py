@@ -3,7 +3,10 @@
     python -m bench.profile_token [--requests 20000] [--top 25]
 
 Prints the per-request time of the whole call and of the raw ES256 signature
-alone, then the cProfile table (by own time) of the token path.
+alone, what credward's limits layer (:mod:`credward.security.limits`) adds to
+one ASGI request, then the cProfile table (by own time) of the token path.
+What the HTTP server itself costs is measured by ``bench.token_endpoint``
+(its ``http_floor_healthz``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from credward.api.models import Permission
 from credward.domain.secrets import hash_secret, new_client_id, new_client_secret
 from credward.security.adminauth import BearerFileAuthenticator
 from credward.security.app import build_services
+from credward.security.limits import HttpLimits, LimitedApp, Message, Receive, Scope, Send
 from credward.security.model import Account
 from credward.security.service import OAuthService
 from credward.security.settings import AdminAuthMode, Settings
@@ -67,6 +71,38 @@ async def setup(tmp: Path) -> tuple[OAuthService, bytes, bytes]:
     return oauth, b"grant_type=client_credentials", auth
 
 
+async def layer_cost(n: int) -> tuple[float, float]:
+    """Microseconds per request of a trivial ASGI app, bare and under the limits layer (in-memory receive/send)."""
+    body: Message = {"type": "http.request", "body": b"grant_type=client_credentials", "more_body": False}
+    scope: Scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/oauth2/token",
+        "raw_path": b"/oauth2/token",
+        "headers": [(b"host", b"x"), (b"content-length", b"29"), (b"authorization", b"Basic eA==")],
+    }
+
+    async def receive() -> Message:
+        return body
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    timings = []
+    for target in (app, LimitedApp(app, HttpLimits())):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await target(scope, receive, send)
+        timings.append((time.perf_counter() - t0) / n * 1e6)
+    return timings[0], timings[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -97,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 signer._sign(b"e" * 420)
             sign = (time.perf_counter() - t0) / n * 1e6
             print(f"token: {per:.1f} us per token; signature alone: {sign:.1f} us; the rest: {per - sign:.1f} us")
+            bare, limited = await layer_cost(n)
+            print(
+                f"limits layer: {limited - bare:.1f} us per request "
+                f"(trivial ASGI app {bare:.1f} us, under the layer {limited:.1f} us)"
+            )
             profile = cProfile.Profile()
             profile.enable()
             await loop(n)

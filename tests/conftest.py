@@ -2,6 +2,8 @@
 
 The control plane is real (etcd + kube-apiserver + kube-controller-manager built
 from pinned Go modules) and session-scoped; each test gets a fresh namespace.
+The operator runs against it and against the real security service (SQLite),
+both session-scoped; tests that stop or wipe the service start it again.
 """
 
 from __future__ import annotations
@@ -15,12 +17,17 @@ import pytest
 
 from credward.devcluster import ControlPlane
 from credward.devcluster.processes import ChildProcess, operator_process
+from tests.support.service import SecurityServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = REPO_ROOT / "crds"
 EXAMPLES_DIR = REPO_ROOT / "examples"
-# Where Secrets say tokens come from in operator tests that do not need a live service.
-SECURITY_BASE_URL = "http://credward-security.test:9000"
+# Operator settings for tests: notice the service's return within a second, short backoff and cleanup timeout.
+OPERATOR_TEST_ENV = {
+    "CREDWARD_INFO_INTERVAL": "1s",
+    "CREDWARD_BACKOFF_MAX": "4s",
+    "CREDWARD_CLEANUP_TIMEOUT": "20s",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -61,15 +68,36 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
 
 
 @pytest.fixture(scope="session")
+def security(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecurityServer]:
+    """``credward security serve`` (dev mode, SQLite in tmp, bearer-file admin auth) for the whole session."""
+    with SecurityServer(tmp_path_factory.mktemp("security")) as server:
+        yield server
+
+
+@pytest.fixture
+def security_up(security: SecurityServer) -> Iterator[SecurityServer]:
+    """The session's service, started again after a test that stopped it (even when that test failed)."""
+    yield security
+    if not security.process.running:
+        security.start()
+
+
+@pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, crds: list[str], tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane, crds: list[str], security: SecurityServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ChildProcess]:
-    """``credward operator run -v`` against the control plane, as user credward-operator (see the audit log).
+    """``credward operator run -v`` against the control plane and the service, as user credward-operator.
 
     DEBUG logging, so that the tests which look for secrets in the log cover the most verbose output.
     """
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     with operator_process(
-        control_plane, security_base_url=SECURITY_BASE_URL, log_path=log_path, extra_args=["-v"]
+        control_plane,
+        security_base_url=security.base_url,
+        hash_key_file=security.hash_key_file,
+        token_file=security.token_file,
+        log_path=log_path,
+        extra_args=["-v"],
+        env=OPERATOR_TEST_ENV,
     ) as proc:
         yield proc

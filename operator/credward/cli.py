@@ -6,6 +6,10 @@ module stays a thin dispatcher::
     credward operator run        the kopf operator
     credward security serve      the security service
     credward dev up|down|demo|build   a local control plane for development and tests
+    credward token               an access token from the environment's credentials
+    credward decode <token>      a token's header and claims, unverified
+    credward validate --verb V --path P <token>   verify against the issuer, check one permission
+    credward status <name>       a credential in Kubernetes beside the security service's view
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ _COMMAND_MODULES = {
     "operator": "credward.operator.cli",
     "security": "credward.security.cli",
     "dev": "credward.devcluster.cli",
+    "client": "credward.client.cli",  # token, decode, validate, status
 }
 
 

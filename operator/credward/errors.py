@@ -1,14 +1,20 @@
-"""credward's exceptions: one tree, sorted into API answers at the edges.
+"""credward's exceptions: one tree, sorted into answers or conditions at the edges.
 
 ::
 
     CredwardError
-    ├── InvalidSpec            a resource's spec cannot be acted on (-> kopf.PermanentError)
-    │   └── InvalidDuration    a duration string is malformed or out of range
-    ├── Conflict               an object credward must write is owned by someone else
-    │   └── SecretConflict     a Secret of the wanted name exists and is not ours
-    ├── TransientError         worth retrying later (-> kopf.TemporaryError)
-    │   └── ServiceUnavailable the security service did not answer
+    ├── InvalidSpec            a resource's spec or the configuration cannot be acted on; editing it helps
+    │   ├── InvalidDuration    a duration string is malformed or out of range
+    │   ├── SettingsError      a configuration key (flag or environment variable) is missing or malformed
+    │   └── PathError          a permission path breaks the path rule (also a ValueError)
+    ├── TransientError         worth retrying after ``delay`` seconds (the operator backs off, capped)
+    │   ├── ServiceUnavailable the security service did not answer, answered 5xx/429, or made no sense
+    │   └── KubeUnavailable    the Kubernetes API server did not answer, answered 5xx/429, or a write conflicted
+    ├── Refused                a server refused a request; retrying unchanged will not help
+    │   ├── ServiceRefused     the admin API refused the operator's request (4xx, with the service's message)
+    │   └── KubeRefused        the API server refused a write (4xx, with the server's message)
+    ├── Gone                   the object, or the namespace it lives in, no longer exists
+    │   └── NamespaceTerminating  the namespace is being deleted: nothing new may be written there
     ├── AuthError              the security service's OAuth2 errors (RFC 6749 §5.2)
     │   ├── InvalidClient
     │   ├── InvalidRequest
@@ -21,7 +27,6 @@
     │   ├── Unauthenticated    no or invalid credentials (401)
     │   └── Forbidden          authenticated but not on the allow-list (403)
     ├── HashKeyError           the secret-hash key file shared by operator and service is unusable
-    ├── SettingsError          a configuration (flags, environment) is missing or malformed (exit 2 at start)
     ├── KeyLoadError           a signing key file is missing, unreadable or of the wrong type
     ├── KubeConfigError        the admin API's kubeconfig or in-cluster credentials cannot be used
     └── ServiceError           the security service refused a request (mapped to HTTP in credward.security.edge)
@@ -29,6 +34,13 @@
         │   └── UnstorableText a text holds NUL or a lone surrogate, which no store can keep (400)
         ├── NotFound           no such resource, e.g. account (404)
         └── BodyTooLarge       a request body exceeds the endpoint's limit (413)
+
+The operator maps the Kubernetes client's errors (``ApiException``,
+``aiohttp.ClientError``, timeouts) in ``credward.operator.kube`` and the admin
+API client's (httpx) in ``credward.operator.service``; nothing else of theirs
+reaches the controller. There, ``TransientError`` means "back off and retry",
+``Refused`` becomes a condition and a Warning Event, ``Gone`` ends the work on
+that object, and anything else is a bug: logged, counted, retried with backoff.
 
 Messages never contain a secret value.
 """
@@ -48,12 +60,12 @@ class InvalidDuration(InvalidSpec):
     """A duration string is malformed or out of range."""
 
 
-class Conflict(CredwardError):
-    """An object credward must write exists and belongs to someone else."""
+class SettingsError(InvalidSpec):
+    """A configuration key is missing or malformed; the message names it."""
 
 
-class SecretConflict(Conflict):
-    """A Secret of the wanted name exists and is not owned by this credential."""
+class PathError(InvalidSpec, ValueError):
+    """A path breaks the one path rule (credward.domain.paths); the message says why and how to write it."""
 
 
 class TransientError(CredwardError):
@@ -65,7 +77,36 @@ class TransientError(CredwardError):
 
 
 class ServiceUnavailable(TransientError):
-    """The security service could not be reached or answered 5xx."""
+    """The security service could not be reached, answered 5xx or 429, or gave an answer that makes no sense."""
+
+
+class KubeUnavailable(TransientError):
+    """The Kubernetes API server could not be reached, answered 5xx or 429, or a write lost a race (409)."""
+
+
+class Refused(CredwardError):
+    """A server refused a request; ``message`` is its own words (never holding a secret value)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+class ServiceRefused(Refused):
+    """The security service's admin API refused the operator's request (4xx)."""
+
+
+class KubeRefused(Refused):
+    """The Kubernetes API server refused a request (4xx other than 404, 409 and NamespaceTerminating)."""
+
+
+class Gone(CredwardError):
+    """The object, or its namespace, no longer exists: there is nothing left to do for it."""
+
+
+class NamespaceTerminating(Gone):
+    """The namespace is being deleted; the API server refuses to create anything in it (403)."""
 
 
 class AuthError(CredwardError):
@@ -168,10 +209,6 @@ class BodyTooLarge(ServiceError):
 
 class HashKeyError(CredwardError):
     """The secret-hash key shared by the operator and the service is missing or too short."""
-
-
-class SettingsError(CredwardError):
-    """One or more configuration keys are missing or malformed; the message names each of them."""
 
 
 class KeyLoadError(CredwardError):

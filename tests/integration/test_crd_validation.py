@@ -19,6 +19,7 @@ import yaml
 from credward.api import API_VERSION, CREDENTIAL_KIND, CREDENTIAL_PLURAL, GROUP, ROLEBINDING_KIND, ROLEBINDING_PLURAL
 from credward.api.models import CredentialSpec, CredentialStatus, RoleBindingSpec, RoleBindingStatus
 from credward.devcluster import ControlPlane
+from credward.domain.paths import MID_WILDCARD
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("crds")]
 
@@ -135,6 +136,12 @@ INVALID = [
         "rotation.period must be between 1m and 8760h (one year), not 9000h",
     ),
     Invalid(
+        "period-zero-blames-the-period-alone",
+        credential(rotation={"period": "0s"}),
+        "spec.rotation.period",
+        "rotation.period must be between 1m and 8760h (one year), not 0s",
+    ),
+    Invalid(
         "period-not-a-duration",
         credential(rotation={"period": "30 days"}),
         "spec.rotation.period",
@@ -167,6 +174,49 @@ INVALID = [
         "secretTemplate.labels may not set app.kubernetes.io/managed-by",
     ),
     Invalid(
+        "secretTemplate-label-value-not-valid",
+        credential(secretTemplate={"labels": {"team": "not valid!"}}),
+        "spec.secretTemplate.labels[team]",
+        "label values must be empty or letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        " (e.g. 'platform'), not 'not valid!'",
+    ),
+    Invalid(
+        "secretTemplate-label-value-ends-with-a-dash",
+        credential(secretTemplate={"labels": {"team": "platform-"}}),
+        "spec.secretTemplate.labels[team]",
+        "not 'platform-'",
+    ),
+    Invalid(
+        "secretTemplate-label-key-with-space",
+        credential(secretTemplate={"labels": {"team name": "platform"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels key 'team name' is not a valid label key: a name of at most 63 letters, digits",
+    ),
+    Invalid(
+        "secretTemplate-label-key-name-too-long",
+        credential(secretTemplate={"labels": {"example.org/" + "n" * 64: "x"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels key 'example.org/" + "n" * 64 + "' is not a valid label key",
+    ),
+    Invalid(
+        "secretTemplate-label-key-two-slashes",
+        credential(secretTemplate={"labels": {"example.org/team/owner": "x"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels key 'example.org/team/owner' is not a valid label key",
+    ),
+    Invalid(
+        "secretTemplate-label-key-prefix-not-dns",
+        credential(secretTemplate={"labels": {"Example_Org/team": "x"}}),
+        "spec.secretTemplate.labels",
+        "secretTemplate.labels key 'Example_Org/team' is not a valid label key",
+    ),
+    Invalid(
+        "secretTemplate-annotation-key-with-space",
+        credential(secretTemplate={"annotations": {"team name": "platform"}}),
+        "spec.secretTemplate.annotations",
+        "secretTemplate.annotations key 'team name' is not a valid annotation key",
+    ),
+    Invalid(
         "audiences-duplicate",
         credential(audiences=["https://store.example.org", "https://store.example.org"]),
         "spec.audiences[1]",
@@ -188,7 +238,7 @@ INVALID = [
     Invalid(
         "name-too-long-for-the-default-secretName",
         credential(name="a" * 242),
-        "<nil>",
+        "metadata",
         "metadata.name is too long to derive the default Secret name '<name>-credentials'",
     ),
     Invalid(
@@ -238,7 +288,19 @@ INVALID = [
         "path-part-with-slash",
         binding(permissions=permissions((["write"], ["store/builds"]))),
         "spec.permissions[0].path[0]",
-        "path parts may contain only letters, digits, '.', '_', '~' and '-', or be exactly '*'",
+        "path parts may contain only letters, digits, '.', '_', '~' and '-', or be '*' as the last part",
+    ),
+    Invalid(
+        "path-wildcard-in-the-middle",
+        binding(permissions=permissions((["read"], ["store", "*", "out"]))),
+        "spec.permissions[0].path",
+        f"path /store/*/out: {MID_WILDCARD}",
+    ),
+    Invalid(
+        "path-wildcard-first-of-two",
+        binding(permissions=permissions((["read"], ["*", "*"]))),
+        "spec.permissions[0].path",
+        "path /*/*: '*' may only be the last part of a path",
     ),
     Invalid(
         "path-part-dot-dot",
@@ -248,6 +310,14 @@ INVALID = [
     ),
     Invalid(
         "serviceAccount-missing", binding(serviceAccount=None), "spec.serviceAccount", "Required value", blocking=True
+    ),
+    Invalid(
+        "serviceAccount-in-another-namespace",
+        binding(serviceAccount="other/ci-pipeline"),
+        "spec.serviceAccount",
+        "bindings are same-namespace only: serviceAccount is the name of a ServiceAccountCredential in this"
+        " RoleBinding's namespace, not 'other/ci-pipeline'; create the RoleBinding in the credential's namespace"
+        " and give just the name 'ci-pipeline'",
     ),
     Invalid(
         "serviceAccount-not-a-name",
@@ -285,8 +355,17 @@ VALID = {
         groups=["/ci/builders", "/ci"],
         secretName="ci.pipeline-credentials",
         secretTemplate={
-            "labels": {"team.example.org/owner": "platform", "credward.example.org/x": "y"},
-            "annotations": {"example.org/credward.io": "not reserved: only the prefix is"},
+            "labels": {
+                "team.example.org/owner": "platform",
+                "credward.example.org/x": "y",
+                "empty-value": "",
+                "a": "A.b_c-9",
+                "n" * 63: "v" * 63,
+            },
+            "annotations": {
+                "example.org/credward.io": "not reserved: only the prefix is",
+                "note": "any text at all, even 'not valid!'",
+            },
         },
         revoked=True,
     ),
@@ -295,6 +374,8 @@ VALID = {
     "binding-roles-only": binding(permissions=None),
     "binding-permissions-only": binding(roles=None),
     "binding-wildcard-path": binding(permissions=permissions((["read", "write"], ["*"]))),
+    "binding-trailing-wildcard": binding(permissions=permissions((["read"], ["store", "artifacts", "*"]))),
+    "binding-dotted-parts": binding(permissions=permissions((["read"], ["store", ".snapshots", "v1.2", "~x"]))),
 }
 
 
@@ -310,7 +391,7 @@ def kubectl_create(plane: ControlPlane, namespace: str, obj: Obj, *, dry_run: bo
 def test_invalid_object_is_refused_with_its_message(control_plane: ControlPlane, namespace: str, case: Invalid) -> None:
     returncode, stderr = kubectl_create(control_plane, namespace, case.obj)
     assert returncode != 0, f"the API server accepted {case.id}"
-    assert case.message in stderr
+    assert case.message in stderr, stderr
     if case.field is not None:
         assert f"{case.field}: " in stderr, stderr
     skipped = "some validation rules were not checked" in stderr
@@ -318,6 +399,8 @@ def test_invalid_object_is_refused_with_its_message(control_plane: ControlPlane,
     if not case.blocking:
         # One mistake, one error: no unrelated rule fired (kubectl lists several errors as "\n* ...").
         assert "\n* " not in stderr, stderr
+        # Every error names its field (a root rule without fieldPath would print "<nil>: ").
+        assert "<nil>" not in stderr, stderr
 
 
 def test_there_are_at_least_15_invalid_cases_each_with_its_own_id() -> None:
@@ -585,6 +668,13 @@ def test_explain_shows_descriptions(control_plane: ControlPlane) -> None:
     top = explain(control_plane, "sacred")
     assert "gives a machine" in top
     permissions = explain(control_plane, "rolebindings.spec.permissions", f"--api-version={API_VERSION}")
-    assert "read:/store/artifacts/*" in permissions
+    assert "A path grants itself and everything below it" in permissions
+    assert '"storage.read:/store/artifacts" (WLCG profile)' in permissions
+    path = explain(control_plane, "rolebindings.spec.permissions.path", f"--api-version={API_VERSION}")
+    assert "token scopes cannot carry a wildcard in the middle" in path
+    ttl = explain(control_plane, "serviceaccountcredentials.spec.tokenTTL")
+    assert "caps every token at its own maximum (1h" in ttl
+    account = explain(control_plane, "rolebindings.spec.serviceAccount", f"--api-version={API_VERSION}")
+    assert "Bindings are same-namespace only" in account
     verbs = explain(control_plane, "rolebindings.spec.permissions.verbs", f"--api-version={API_VERSION}")
     assert "can never give permissions to others" in verbs

@@ -1,15 +1,17 @@
-"""The operator against the real control plane: Secrets, status, events, repair, conflict, GC, restart."""
+"""The operator against the real control plane and service: Secrets, status, events, repair, conflict, GC, restart."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from tests.conftest import SECURITY_BASE_URL
 from tests.support.kube import apply, condition, events_for, get, wait_for
+from tests.support.service import SecurityServer
 
 from credward.devcluster import ControlPlane
 from credward.devcluster.processes import OPERATOR_USER, ChildProcess
@@ -28,7 +30,7 @@ def credential(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-def ready(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+def ready(plane: ControlPlane, namespace: str, name: str, timeout: float = 30) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
         obj = get(plane, "serviceaccountcredential", name, namespace)
         cond = condition(obj, "Ready")
@@ -41,7 +43,22 @@ def ready(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
             else None
         )
 
-    return wait_for(check, f"credential {namespace}/{name} Ready")
+    return wait_for(check, f"credential {namespace}/{name} Ready", timeout=timeout)
+
+
+def binding(name: str, account: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "credward.io/v1alpha1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name},
+        "spec": {"serviceAccount": account, **spec},
+    }
+
+
+def synced(plane: ControlPlane, namespace: str, name: str) -> dict[str, Any] | None:
+    obj = get(plane, "rolebindings.credward.io", name, namespace)
+    cond = condition(obj, "Synced")
+    return obj if cond and cond["status"] == "True" else None
 
 
 def decoded(secret: dict[str, Any]) -> dict[str, str]:
@@ -49,7 +66,7 @@ def decoded(secret: dict[str, Any]) -> dict[str, str]:
 
 
 def test_credential_becomes_secret_with_status_and_event(
-    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+    control_plane: ControlPlane, operator: ChildProcess, security: SecurityServer, namespace: str
 ) -> None:
     apply(
         control_plane,
@@ -64,9 +81,9 @@ def test_credential_becomes_secret_with_status_and_event(
     assert set(data) == {"client-id", "client-secret", "token-url", "issuer"}
     assert data["client-id"] == status["clientId"]
     assert len(data["client-secret"]) >= 43  # 256 bits, base64url
-    assert data["token-url"] == f"{SECURITY_BASE_URL}/oauth2/token"
-    assert data["issuer"] == SECURITY_BASE_URL
-    assert status["identity"] == f"{status['clientId']}@clients.credward-security.test"
+    assert data["token-url"] == f"{security.base_url}/oauth2/token"
+    assert data["issuer"] == security.base_url
+    assert status["identity"] == f"{status['clientId']}@clients.127.0.0.1"
     assert status["secretName"] == "builder-credentials"
     assert [s["id"] for s in status["activeSecrets"]]
     owner = secret["metadata"]["ownerReferences"][0]
@@ -171,10 +188,9 @@ def test_foreign_secret_is_never_overwritten(
     assert after is not None
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert decoded(after) == {"client-secret": "theirs"}
-    # Once the foreign Secret is gone, the credential gets its own.
+    # Once the foreign Secret is gone, the credential gets its own within seconds, with nothing else touched.
     control_plane.kubectl("delete", "secret", "taken-credentials", "-n", namespace)
-    control_plane.kubectl("annotate", "sac", "taken", "-n", namespace, "poke=1")  # any event triggers a reconcile
-    ready(control_plane, namespace, "taken")
+    ready(control_plane, namespace, "taken", timeout=15)
 
 
 def test_template_change_updates_and_removes_secret_metadata(
@@ -199,46 +215,53 @@ def test_deleting_credential_garbage_collects_secret(
     control_plane: ControlPlane, operator: ChildProcess, namespace: str
 ) -> None:
     apply(control_plane, credential("gone"), namespace)
-    ready(control_plane, namespace, "gone")
+    obj = ready(control_plane, namespace, "gone")
+    assert obj["metadata"]["finalizers"] == ["credward.io/account-cleanup"]
     control_plane.kubectl("delete", "sac", "gone", "-n", namespace)
     wait_for(
         lambda: get(control_plane, "secret", "gone-credentials", namespace) is None,
         "the Secret to be garbage-collected",
         timeout=60,
     )
-    # No finalizer was needed for that: the credential carried none.
     assert get(control_plane, "sac", "gone", namespace) is None
 
 
-def operator_writes(plane: ControlPlane) -> list[dict[str, Any]]:
+def operator_writes(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    """The operator's completed writes into ``namespace`` (other tests' namespaces are none of this test's business)."""
     return [
         e
         for e in plane.audit_events()
-        if e["user"]["username"] == OPERATOR_USER and e["verb"] in WRITE_VERBS and e["stage"] == "ResponseComplete"
+        if e["user"]["username"] == OPERATOR_USER
+        and e["verb"] in WRITE_VERBS
+        and e["stage"] == "ResponseComplete"
+        and (e.get("objectRef") or {}).get("namespace") == namespace
     ]
 
 
 def test_restart_with_up_to_date_resources_makes_zero_writes(
     control_plane: ControlPlane, operator: ChildProcess, namespace: str
 ) -> None:
-    for i in range(3):
-        apply(control_plane, credential(f"steady-{i}", secretTemplate={"labels": {"n": str(i)}}), namespace)
-    for i in range(3):
-        ready(control_plane, namespace, f"steady-{i}")
+    names = [f"steady-{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        apply(control_plane, credential(name, secretTemplate={"labels": {"n": str(i)}}), namespace)
+    apply(control_plane, binding("steady-roles", "steady-0", roles=["builder"]), namespace)
+    for name in names:
+        ready(control_plane, namespace, name)
+    wait_for(lambda: synced(control_plane, namespace, "steady-roles"), "the binding to be Synced")
     time.sleep(2)  # let the last status write's watch event settle
     operator.stop()
-    before = len(operator_writes(control_plane))
+    before = len(operator_writes(control_plane, namespace))
     assert before > 0  # the audit log does see this operator's writes
     offset = operator.log_path.stat().st_size
     operator.start()
-    # The restarted operator lists every credential and reconciles each; wait until it has.
+    # The restarted operator lists every credential and reconciles each; wait until it has done these three.
     wait_for(
-        lambda: operator.log_path.read_text()[offset:].count("Handler 'credential' succeeded") >= 3,
+        lambda: all(f"{namespace}/{name}: reconciled" in operator.log_path.read_text()[offset:] for name in names),
         "the restarted operator to reconcile the existing credentials",
     )
     time.sleep(2)  # room for any write it would make after deciding
     operator.stop()
-    writes = operator_writes(control_plane)[before:]
+    writes = operator_writes(control_plane, namespace)[before:]
     assert writes == [], [f"{w['verb']} {w['requestURI']}" for w in writes]
     operator.start()
 
@@ -253,3 +276,151 @@ def test_no_client_secret_in_the_debug_log(control_plane: ControlPlane, operator
     log = operator.log_path.read_text()
     assert "DEBUG" in log
     assert not [v for v in values if v in log]
+
+
+def test_edited_credential_label_is_repaired(
+    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+) -> None:
+    """The owner reference, not the label, says which credential a Secret belongs to."""
+    apply(control_plane, credential("labelled"), namespace)
+    ready(control_plane, namespace, "labelled")
+    control_plane.kubectl(
+        "label", "secret", "labelled-credentials", "-n", namespace, "credward.io/credential=someone-else", "--overwrite"
+    )
+    wait_for(
+        lambda: (
+            (s := get(control_plane, "secret", "labelled-credentials", namespace))
+            and s["metadata"]["labels"].get("credward.io/credential") == "labelled"
+        ),
+        "the credential label to be restored",
+        timeout=15,
+    )
+
+
+def test_removed_managed_by_label_is_repaired(
+    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+) -> None:
+    """Removing the label takes the Secret out of the operator's label-selected watch: it is repaired anyway."""
+    apply(control_plane, credential("unlabelled"), namespace)
+    ready(control_plane, namespace, "unlabelled")
+    before = decoded(get(control_plane, "secret", "unlabelled-credentials", namespace))  # type: ignore[arg-type]
+    control_plane.kubectl("label", "secret", "unlabelled-credentials", "-n", namespace, "app.kubernetes.io/managed-by-")
+    restored = wait_for(
+        lambda: (
+            (s := get(control_plane, "secret", "unlabelled-credentials", namespace))
+            and s["metadata"]["labels"].get("app.kubernetes.io/managed-by") == "credward"
+            and s
+        ),
+        "the managed-by label to be restored",
+        timeout=15,
+    )
+    assert decoded(restored)["client-secret"] == before["client-secret"]  # repaired, not rotated
+
+
+@contextmanager
+def refusing_policy(plane: ControlPlane, namespace: str) -> Iterator[str]:
+    """A ValidatingAdmissionPolicy that makes the API server refuse Secrets labelled ``refuse-me`` in ``namespace``."""
+    name = f"{namespace}-refuse"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["secrets"],
+                    }
+                ]
+            },
+            "validations": [
+                {
+                    "expression": "!has(object.metadata.labels) || !('refuse-me' in object.metadata.labels)",
+                    "message": "Secrets labelled refuse-me are refused in this namespace",
+                }
+            ],
+        },
+    }
+    policy_binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+        },
+    }
+    for manifest in (policy, policy_binding):
+        plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    wait_for(lambda: _refused_now(plane, namespace), "the admission policy to take effect")
+    try:
+        yield name
+    finally:
+        plane.kubectl("delete", "validatingadmissionpolicybinding,validatingadmissionpolicy", name, check=False)
+
+
+def _refused_now(plane: ControlPlane, namespace: str) -> bool:
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "probe", "namespace": namespace, "labels": {"refuse-me": "1"}},
+    }
+    proc = plane.kubectl("create", "--dry-run=server", "-f", "-", check=False, input=json.dumps(manifest))
+    return proc.returncode != 0 and "refused in this namespace" in proc.stderr
+
+
+def test_refused_secret_write_is_a_condition_and_an_event(
+    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+) -> None:
+    """An API server refusal of the Secret write: Ready=False with its message and a Warning, then recovery."""
+    with refusing_policy(control_plane, namespace):
+        apply(control_plane, credential("refused", secretTemplate={"labels": {"refuse-me": "yes"}}), namespace)
+        cond = wait_for(
+            lambda: (
+                (c := condition(get(control_plane, "sac", "refused", namespace), "Ready"))
+                and c["reason"] == "SecretRefused"
+                and c
+            ),
+            "Ready=False/SecretRefused",
+        )
+        assert cond["status"] == "False"
+        assert "refused in this namespace" in cond["message"]
+        events = wait_for(
+            lambda: [e for e in events_for(control_plane, namespace, "refused") if e["reason"] == "SecretRefused"],
+            "a SecretRefused warning event",
+        )
+        assert events[0]["type"] == "Warning"
+        assert "refused in this namespace" in events[0]["message"]
+        assert get(control_plane, "secret", "refused-credentials", namespace) is None
+        # Fixing the spec is enough: the operator writes the Secret and turns Ready.
+        apply(control_plane, credential("refused"), namespace)
+        ready(control_plane, namespace, "refused", timeout=20)
+
+
+def test_no_writes_into_a_terminating_namespace(
+    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+) -> None:
+    """Deleting a namespace deletes the Secret first at times; recreating it is refused (403): no retry, no noise."""
+    for i in range(3):
+        apply(control_plane, credential(f"doomed-{i}"), namespace)
+    for i in range(3):
+        ready(control_plane, namespace, f"doomed-{i}")
+    offset = operator.log_path.stat().st_size
+    control_plane.kubectl("delete", "namespace", namespace, "--wait=false")
+    wait_for(
+        lambda: control_plane.kubectl("get", "namespace", namespace, check=False).returncode != 0,
+        "the namespace to be deleted (the finalizers let it go)",
+        timeout=90,
+    )
+    time.sleep(2)
+    noisy = [
+        line
+        for line in operator.log_path.read_text()[offset:].splitlines()
+        if namespace in line and (" WARNING " in line or " ERROR " in line)
+    ]
+    assert noisy == []

@@ -37,7 +37,9 @@ from credward.api.models import (
     RoleBindingSpec,
     RoleBindingStatus,
 )
+from credward.domain import paths
 from credward.domain.durations import DURATION_PATTERN, parse_duration
+from credward.domain.paths import MID_WILDCARD
 
 pytestmark = pytest.mark.unit
 
@@ -306,3 +308,120 @@ def test_examples_parse_as_models() -> None:
         model.model_validate(obj["spec"])
         kinds.append(obj["kind"])
     assert sorted(set(kinds)) == [ROLEBINDING_KIND, CREDENTIAL_KIND]
+
+
+# --- the one path rule, in the CRD's own words -----------------------------------------------------
+
+
+def permission_schema() -> Schema:
+    spec = root_schema(ROLEBINDING_PLURAL)["properties"]["spec"]
+    node: Schema = spec["properties"]["permissions"]["items"]
+    return node
+
+
+def test_the_crd_refuses_a_mid_path_wildcard_with_the_domain_message() -> None:
+    path = permission_schema()["properties"]["path"]
+    (rule,) = [r for r in path["x-kubernetes-validations"] if "'*'" in r["rule"]]
+    assert rule["message"] == MID_WILDCARD
+    assert rule["messageExpression"].endswith(f': {MID_WILDCARD}"')
+    assert "a path already grants itself and everything below it" in MID_WILDCARD
+    assert "token scopes cannot carry a wildcard in the middle" in MID_WILDCARD
+
+
+def test_the_crd_path_part_is_the_domain_part() -> None:
+    part = permission_schema()["properties"]["path"]["items"]
+    (crd_regex,) = {m for _, r in validation_rules(part) for m in _MATCHES.findall(r["rule"])}
+    assert part["maxLength"] == paths.MAX_PART_LENGTH
+    assert permission_schema()["properties"]["path"]["maxItems"] == paths.MAX_PARTS
+    for sample in ["store", "a.b", "v1.2", "~x", "_", "-", "x" * 64, "a b", "a/b", "%2F", "", "caf\u00e9", "*"]:
+        crd = bool(re.fullmatch(crd_regex, sample)) and len(sample) <= part["maxLength"]
+        assert crd is bool(paths.PART_RE.fullmatch(sample)), sample
+
+
+def test_no_description_promises_a_one_part_wildcard_or_a_literal_star_scope() -> None:
+    for plural in CRDS:
+        for path, node in schema_nodes(root_schema(plural), plural):
+            text = node.get("description", "")
+            assert "exactly one part" not in text, path
+            assert "any one part" not in text, path
+            assert not re.search(r"(read|modify|write):/\S*\*", text), path
+    assert "everything below it" in permission_schema()["properties"]["path"]["description"]
+
+
+def test_examples_use_no_mid_path_wildcard() -> None:
+    for obj in example_objects():
+        for permission in obj["spec"].get("permissions", []):
+            assert "*" not in permission["path"][:-1], permission
+            paths.normalize(permission["path"])
+
+
+# --- issue 12 §4: refusals that name their field and say what to do --------------------------------
+
+
+def credential_spec() -> Schema:
+    node: Schema = root_schema(CREDENTIAL_PLURAL)["properties"]["spec"]
+    return node
+
+
+def test_every_root_rule_names_its_field() -> None:
+    """A rule on the root without fieldPath is reported as '<nil>: ...'."""
+    for plural in CRDS:
+        for rule in root_schema(plural).get("x-kubernetes-validations", []):
+            assert rule.get("fieldPath"), rule["rule"]
+
+
+def test_secret_template_keys_and_values_follow_kubernetes_rules() -> None:
+    template = credential_spec()["properties"]["secretTemplate"]["properties"]
+    key_regexes = {
+        m
+        for kind in ("labels", "annotations")
+        for r in template[kind]["x-kubernetes-validations"]
+        for m in _MATCHES.findall(r["rule"])
+    }
+    value_rules = template["labels"]["additionalProperties"]["x-kubernetes-validations"]
+    (value_regex,) = {m for r in value_rules for m in _MATCHES.findall(r["rule"])}
+    (key_regex,) = key_regexes  # labels and annotations share the key rule
+    good_keys = ["team", "a", "team.example.org/owner", "app.kubernetes.io/part-of", "n" * 63, "a_b.c-d"]
+    bad_keys = ["team name", "-team", "team-", "a/b/c", "Example_Org/x", "/x", "x/", "n" * 64, "", "caf\u00e9"]
+    for key in good_keys:
+        assert re.fullmatch(key_regex, key), key
+    for key in bad_keys:
+        assert not re.fullmatch(key_regex, key), key
+    for value in ["", "platform", "A.b_c-9", "v" * 63]:
+        assert re.fullmatch(value_regex, value), value
+    for value in ["not valid!", "platform-", ".x", "a b", "caf\u00e9"]:
+        assert not re.fullmatch(value_regex, value), value
+    assert template["labels"]["additionalProperties"]["maxLength"] == 63
+
+
+def test_reserved_secret_template_keys_stay_refused() -> None:
+    template = credential_spec()["properties"]["secretTemplate"]["properties"]
+    label_rules = " ".join(r["rule"] for r in template["labels"]["x-kubernetes-validations"])
+    annotation_rules = " ".join(r["rule"] for r in template["annotations"]["x-kubernetes-validations"])
+    assert "credward.io/" in label_rules
+    assert "app.kubernetes.io/managed-by" in label_rules
+    assert "credward.io/" in annotation_rules
+
+
+def test_token_ttl_says_the_service_caps_it() -> None:
+    description = credential_spec()["properties"]["tokenTTL"]["description"]
+    assert "caps every token at its own maximum (1h" in description
+    assert "effective TTL" in description
+
+
+def test_the_grace_period_rule_waits_for_a_valid_period() -> None:
+    """rotation.period: 0s must be blamed on the period alone, not first on gracePeriod."""
+    rotation = credential_spec()["properties"]["rotation"]
+    (cross,) = rotation["x-kubernetes-validations"]
+    period_range = rotation["properties"]["period"]["x-kubernetes-validations"][1]["rule"]
+    for bound in re.findall(r"duration\('([^']+)'\)", period_range):
+        assert f"duration('{bound}')" in cross["rule"]
+
+
+def test_service_account_names_no_namespace() -> None:
+    account = root_schema(ROLEBINDING_PLURAL)["properties"]["spec"]["properties"]["serviceAccount"]
+    first, second = account["x-kubernetes-validations"][:2]
+    assert first["rule"] == "!self.contains('/')"
+    assert first["message"].startswith("bindings are same-namespace only")
+    assert second["rule"].startswith("self.contains('/') ||"), "the name rule must not fire as well"
+    assert "same-namespace only" in account["description"]

@@ -6,10 +6,14 @@ from datetime import timedelta
 
 import pytest
 
-from credward.devcluster.build import kubernetes_wrapper_gomod, staging_modules, staging_version
+from credward.devcluster.build import (
+    kstatus_wrapper_gomod,
+    kubernetes_wrapper_gomod,
+    staging_modules,
+    staging_version,
+)
 from credward.domain.durations import format_duration, parse_duration
 from credward.errors import InvalidDuration
-from credward.operator.settings import OperatorSettings, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -62,20 +66,13 @@ def test_wrapper_pins_each_staging_module_to_matching_version() -> None:
     assert "github.com/other" not in text
 
 
+def test_kstatus_module_uses_the_control_plane_k8s_modules() -> None:
+    text = kstatus_wrapper_gomod("v0.37.2", "v1.35.4")
+    assert "\tsigs.k8s.io/cli-utils v0.37.2\n" in text
+    assert "\tk8s.io/apimachinery v0.35.4\n" in text
+    assert "\tk8s.io/api v0.35.4\n" in text
+
+
 def test_staging_version_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a Kubernetes release"):
         staging_version("1.35")
-
-
-def test_operator_settings_defaults_and_endpoints() -> None:
-    s = OperatorSettings.from_env({})
-    assert s.endpoints.token_url == "http://credward-security:9000/oauth2/token"
-    assert s.endpoints.issuer == "http://credward-security:9000"
-    assert s.namespaces == ()
-
-
-def test_operator_settings_fail_loudly_naming_the_key() -> None:
-    with pytest.raises(SettingsError, match="CREDWARD_SECURITY_BASE_URL"):
-        OperatorSettings.from_env({"CREDWARD_SECURITY_BASE_URL": "ftp://x"})
-    with pytest.raises(SettingsError, match="CREDWARD_RESYNC"):
-        OperatorSettings.from_env({"CREDWARD_RESYNC": "often"})

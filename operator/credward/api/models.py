@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from credward.domain import paths
 from credward.domain.durations import parse_duration
@@ -110,13 +110,6 @@ class CredentialStatus(_Model):
     conditions: tuple[Condition, ...] = ()
 
 
-def _normal_path(parts: tuple[str, ...]) -> tuple[str, ...]:
-    try:
-        return paths.normalize(parts)
-    except paths.PathError as exc:
-        raise ValueError(str(exc)) from None
-
-
 def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
     if len(set(values)) != len(values):
         raise ValueError("values must be distinct")
@@ -124,6 +117,8 @@ def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
 
 
 Verb = Literal["read", "write"]
+# One part as written (the published schema); paths.normalize then applies the whole rule.
+PathPart = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9._~-]{1,64}|\*)$")]
 
 
 class Permission(_Model):
@@ -135,7 +130,12 @@ class Permission(_Model):
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
     verbs: Annotated[tuple[Verb, ...], Field(min_length=1, max_length=2), AfterValidator(_distinct)]
-    path: Annotated[tuple[str, ...], AfterValidator(_normal_path)]
+    path: Annotated[
+        tuple[PathPart, ...],
+        Field(min_length=1, max_length=paths.MAX_PARTS),
+        AfterValidator(paths.normalize),
+        Field(description="parts; a path grants itself and everything below it; '*' only as the last part"),
+    ]
 
 
 class RoleBindingSpec(_Model):

@@ -32,6 +32,59 @@ ETCD_VERSION = "v3.6.16"
 
 KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 
+# kstatus, the health rules Flux, kpt and Argo CD-style checks read objects with; built against the
+# control plane's own k8s.io modules so the tests judge credward's status with the real library.
+CLI_UTILS_VERSION = "v0.37.2"
+
+_KSTATUS_MAIN = """\
+// Command kstatus reads one Kubernetes object as JSON on stdin and prints, as JSON, what
+// sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute makes of it: status, message, conditions.
+package main
+
+import (
+\t"encoding/json"
+\t"fmt"
+\t"io"
+\t"os"
+
+\t"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+\t"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+)
+
+type result struct {
+\tStatus     status.Status      `json:"status"`
+\tMessage    string             `json:"message"`
+\tConditions []status.Condition `json:"conditions"`
+}
+
+func main() {
+\tif err := run(); err != nil {
+\t\tfmt.Fprintln(os.Stderr, "kstatus:", err)
+\t\tos.Exit(1)
+\t}
+}
+
+func run() error {
+\traw, err := io.ReadAll(os.Stdin)
+\tif err != nil {
+\t\treturn err
+\t}
+\tobj := &unstructured.Unstructured{}
+\tif err := obj.UnmarshalJSON(raw); err != nil {
+\t\treturn err
+\t}
+\tres, err := status.Compute(obj)
+\tif err != nil {
+\t\treturn err
+\t}
+\tout := result{Status: res.Status, Message: res.Message, Conditions: res.Conditions}
+\tif out.Conditions == nil {
+\t\tout.Conditions = []status.Condition{}
+\t}
+\treturn json.NewEncoder(os.Stdout).Encode(out)
+}
+"""
+
 _STAGING_RE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", re.MULTILINE)
 
 
@@ -86,6 +139,15 @@ def kubernetes_wrapper_gomod(kubernetes_version: str, staging: list[str], go_dir
     return "\n".join(lines)
 
 
+def kstatus_wrapper_gomod(cli_utils_version: str, kubernetes_version: str) -> str:
+    """go.mod of the kstatus command: cli-utils with the k8s.io modules of the control plane's release."""
+    pinned = staging_version(kubernetes_version)
+    return (
+        "module credward.dev/kstatusbuild\n\ngo 1.26.0\n\nrequire (\n"
+        f"\tk8s.io/api {pinned}\n\tk8s.io/apimachinery {pinned}\n\tsigs.k8s.io/cli-utils {cli_utils_version}\n)\n"
+    )
+
+
 def _tools_go(packages: list[str]) -> str:
     imports = "\n".join(f'\t_ "{p}"' for p in packages)
     return f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
@@ -99,6 +161,8 @@ class Builder:
         self.bin_dir = self.cache_dir / "bin" / f"kubernetes-{KUBERNETES_VERSION}-etcd-{ETCD_VERSION}"
         self.work_dir = self.cache_dir / "build"
         self.log_dir = self.cache_dir / "logs"
+        k8s = staging_version(KUBERNETES_VERSION)
+        self.kstatus_dir = self.cache_dir / "bin" / f"kstatus-cli-utils-{CLI_UTILS_VERSION}-k8s-{k8s}"
 
     def binaries(self) -> Binaries:
         return Binaries(
@@ -111,6 +175,20 @@ class Builder:
     def is_built(self) -> bool:
         b = self.binaries()
         return all(os.access(p, os.X_OK) for p in (b.etcd, b.kube_apiserver, b.kube_controller_manager, b.kubectl))
+
+    @property
+    def kstatus(self) -> Path:
+        """The kstatus command (see ``_KSTATUS_MAIN``)."""
+        return self.kstatus_dir / "kstatus"
+
+    def kstatus_is_built(self) -> bool:
+        return os.access(self.kstatus, os.X_OK)
+
+    def ensure_kstatus(self) -> Path:
+        """Return the kstatus command, building it if missing."""
+        if not self.kstatus_is_built():
+            self._build_kstatus()
+        return self.kstatus
 
     def ensure(self) -> Binaries:
         """Return the binaries, building whatever is missing."""
@@ -202,4 +280,15 @@ class Builder:
             ["build", "-trimpath", "-ldflags", f"-s -w {ldflags}", "-o", str(self.bin_dir) + "/", *packages],
             mod_dir,
             "build-kubernetes.log",
+        )
+
+    def _build_kstatus(self) -> None:
+        mod_dir = self.work_dir / f"kstatus-{CLI_UTILS_VERSION}"
+        mod_dir.mkdir(parents=True, exist_ok=True)
+        (mod_dir / "go.mod").write_text(kstatus_wrapper_gomod(CLI_UTILS_VERSION, KUBERNETES_VERSION))
+        (mod_dir / "main.go").write_text(_KSTATUS_MAIN)
+        self._go(["mod", "tidy"], mod_dir, "build-kstatus.log")
+        self.kstatus_dir.mkdir(parents=True, exist_ok=True)
+        self._go(
+            ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(self.kstatus), "."], mod_dir, "build-kstatus.log"
         )

@@ -7,10 +7,11 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from credward.devcluster.build import Builder
+from credward.devcluster.build import CLI_UTILS_VERSION, Builder
 from credward.devcluster.errors import ControlPlaneError
 from credward.devcluster.plane import ControlPlane
 
@@ -23,7 +24,7 @@ def register(sub: Any) -> None:
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     build = dev_sub.add_parser(
-        "build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl"
+        "build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl and kstatus"
     )
     build.set_defaults(func=_build)
     up = dev_sub.add_parser("up", help="start the control plane with credward's CRDs and wait (Ctrl-C stops it)")
@@ -41,17 +42,23 @@ def _logging() -> None:
 
 def _build(args: argparse.Namespace) -> int:
     _logging()
-    started = time.monotonic()
     builder = Builder()
-    cached = builder.is_built()
     try:
-        binaries = builder.ensure()
+        _timed("control-plane binaries", builder.is_built(), lambda: builder.ensure().kube_apiserver.parent)
+        _timed(
+            f"kstatus (sigs.k8s.io/cli-utils {CLI_UTILS_VERSION})", builder.kstatus_is_built(), builder.ensure_kstatus
+        )
     except ControlPlaneError as exc:
         log.error("%s", exc)
         return 1
-    how = "cached" if cached else f"built in {time.monotonic() - started:.0f}s"
-    log.info("control-plane binaries %s: %s", how, binaries.kube_apiserver.parent)
     return 0
+
+
+def _timed(what: str, cached: bool, build: Callable[[], Path]) -> None:
+    started = time.monotonic()
+    where = build()
+    how = "cached" if cached else f"built in {time.monotonic() - started:.0f}s"
+    log.info("%s %s: %s", what, how, where)
 
 
 def _wait_forever() -> None:

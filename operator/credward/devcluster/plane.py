@@ -41,8 +41,12 @@ ADMIN_USER = "credward-dev-admin"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # Only what credward relies on: owner-reference garbage collection, namespace deletion,
-# ServiceAccounts (Pods need one), the kube-root-ca.crt ConfigMap, and aggregated RBAC roles.
+# ServiceAccounts (Pods need one), the kube-root-ca.crt ConfigMap, aggregated RBAC roles, and
+# Deployments making ReplicaSets making Pods (so admission sees a workload's Pods as a cluster makes them;
+# with no scheduler or kubelet they stay Pending).
 CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
     "garbage-collector-controller",
     "namespace-controller",
     "serviceaccount-controller",

@@ -8,6 +8,7 @@ control plane; tests stop and restart them to check what a restart does.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -96,9 +97,20 @@ class ChildProcess:
 
 
 def operator_process(
-    plane: ControlPlane, *, security_base_url: str, log_path: Path, extra_args: Sequence[str] = ()
+    plane: ControlPlane,
+    *,
+    security_base_url: str,
+    hash_key_file: Path,
+    token_file: Path,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> ChildProcess:
-    """``credward operator run`` as user ``credward-operator``, so the audit log tells its writes apart."""
+    """``credward operator run`` as user ``credward-operator``, so the audit log tells its writes apart.
+
+    ``hash_key_file`` is the security service's secret-hash key; ``token_file`` holds the bearer token
+    of its admin API (``--admin-auth=bearer-file``). ``env`` adds ``CREDWARD_*`` settings.
+    """
     port = free_port()
     kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])
     return ChildProcess(
@@ -106,5 +118,50 @@ def operator_process(
         ["operator", "run", "--all-namespaces", f"--liveness-port={port}", *extra_args],
         log_path,
         f"http://127.0.0.1:{port}/healthz",
-        env={"KUBECONFIG": str(kubeconfig), "CREDWARD_SECURITY_BASE_URL": security_base_url},
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "CREDWARD_SECURITY_BASE_URL": security_base_url,
+            "CREDWARD_HASH_KEY_FILE": str(hash_key_file),
+            "CREDWARD_SECURITY_TOKEN_FILE": str(token_file),
+            **(env or {}),
+        },
     )
+
+
+def security_process(
+    state: Path, port: int, *, log_path: Path | None = None, extra_args: Sequence[str] = ()
+) -> tuple[ChildProcess, Path, Path]:
+    """``credward security serve`` in dev mode on 127.0.0.1:``port``: SQLite store, admin API behind a bearer token.
+
+    Everything lives under ``state/security`` (``credward.db``, ``keys/``, ``hash.key``, ``admin-token``);
+    returns the process, the admin token file and the hash key file. Creates the token and the key (64 hex
+    characters, as dev mode would) if missing, so the operator can be given both before the service starts.
+    """
+    home = state / "security"
+    home.mkdir(parents=True, exist_ok=True)
+    admin_token, hash_key = home / "admin-token", home / "hash.key"
+    for path, value in ((admin_token, secrets.token_urlsafe(32)), (hash_key, secrets.token_hex(32))):
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(value)
+    proc = ChildProcess(
+        "credward security",
+        [
+            "security",
+            "serve",
+            f"--issuer=http://127.0.0.1:{port}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--store-url=sqlite:///{home / 'credward.db'}",
+            f"--keys-dir={home / 'keys'}",
+            f"--hash-key-file={hash_key}",
+            "--dev-mode=true",
+            "--admin-auth=bearer-file",
+            f"--admin-token-file={admin_token}",
+            *extra_args,
+        ],
+        log_path or state / "logs" / "security.log",
+        f"http://127.0.0.1:{port}/readyz",
+    )
+    return proc, admin_token, hash_key

@@ -1,21 +1,36 @@
-"""What a ServiceAccountCredential needs right now: a pure decision from what is stored.
+"""What a ServiceAccountCredential needs right now: a pure decision from what is stored and held.
 
-``decide`` reads the credential (spec + status), the Secret as it stands (or
-its absence) and the clock, and returns a :class:`Plan`: the Secret to apply
-(or none), the status to write (or none), the events worth telling people
-about, and when to look again. It performs no I/O, so every branch is a unit
-test; the kopf handler only carries the plan out.
+The controller gathers one :class:`CredentialInput` — the credential (spec +
+status), its Secret as it stands (or its absence), the RoleBindings that name
+it, and what the security service holds for it (or why that is unknown) — and
+``decide`` answers with a :class:`Plan`: the account to push, the role
+mappings to push, the Secret to apply, the status to write, the binding
+statuses, the events worth telling people about, and when to look again. It
+performs no I/O, so every branch is a unit test.
+
+A plan states what things look like *if its writes succeed*. When one fails,
+the controller adds the failure to the input and decides again (see
+``CredentialInput.mappings_failure`` and ``secret_refusal``): the second plan
+writes no more to the service and says why in the conditions.
+
+The order is part of the decision: a new client secret goes to the service
+(as its HMAC hash) before it is written into the Secret, so no workload ever
+mounts a secret the service would refuse. A new value that cannot be
+registered is not written at all; the next reconcile generates another.
 
 Lasting state lives in the credential's status and in the Secret's
 annotations, never in memory, so a restarted operator reaches the same
-decision — and, when everything is up to date, a plan with no writes.
+decision — and, when everything is up to date, a plan with no Kubernetes
+writes. The one remembered fact, ``ServiceHolds.confirmed``, only saves
+pushes: without it (after a restart) each account is pushed once more.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -34,28 +49,44 @@ from credward.api import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
 )
+from credward.api.admin import AccountIn, AccountView, RoleMappingsIn, SecretHash, ServiceInfo
 from credward.api.models import ActiveSecret, CredentialSpec, CredentialStatus
+from credward.domain import rolebinding
 from credward.domain import secrets as secretgen
 from credward.domain.conditions import ConditionSpec, find, merge_conditions
+from credward.domain.health import kstatus_conditions
+from credward.domain.rolebinding import BindingUpdate, ObservedBinding, SyncOutcome
 from credward.domain.timefmt import parse_rfc3339, to_rfc3339, truncate
 
 ANNOTATION_SECRET_CREATED = f"{GROUP}/secret-created-at"
 ANNOTATION_SECRET_FINGERPRINT = f"{GROUP}/secret-fingerprint"
+# Set to "true" on a credential to delete it without removing its account from the security service.
+ANNOTATION_SKIP_CLEANUP = f"{GROUP}/skip-account-cleanup"
+FINALIZER = f"{GROUP}/account-cleanup"
 
 READY = "Ready"
+REGISTERED = "Registered"
 EXPIRED = "Expired"
 REVOKED = "Revoked"
 
 # Reasons (CamelCase, as Kubernetes conventions ask).
 REASON_SECRET_READY = "SecretReady"
 REASON_SECRET_CONFLICT = "SecretConflict"
+REASON_SECRET_REFUSED = "SecretRefused"
 REASON_EXPIRED = "Expired"
 REASON_REVOKED = "Revoked"
 REASON_NOT_EXPIRED = "WithinLifetime"
 REASON_NO_LIFETIME = "NoLifetime"
 REASON_NOT_REVOKED = "NotRevoked"
+REASON_REGISTERED = "Registered"
+REASON_SERVICE_UNREACHABLE = "ServiceUnreachable"
+REASON_REFUSED = "Refused"
+REASON_PENDING = "Pending"
+REASON_HASH_KEY_MISMATCH = "HashKeyMismatch"
+REASON_TOKEN_TTL_CAPPED = "TokenTTLCapped"
 
 DEFAULT_RESYNC = timedelta(minutes=10)
+DEFAULT_CONFLICT_RECHECK = timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,26 +166,99 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """What to do now. ``secret`` carries the client secret in memory only; never log it."""
+class Candidate:
+    """A fresh client id and secret, generated before deciding and used only if the decision needs them.
 
-    secret: dict[str, Any] | None = None
-    status: dict[str, Any] | None = None
-    events: tuple[Event, ...] = ()
-    requeue_after: timedelta = DEFAULT_RESYNC
+    Generated once per reconcile, so a second decision (after a failed write) names the same values.
+    """
 
-    @property
-    def writes(self) -> int:
-        return int(self.secret is not None) + int(self.status is not None)
+    client_id: str
+    secret: str
+    secret_id: str
+
+    @classmethod
+    def generate(cls) -> Candidate:
+        return cls(secretgen.new_client_id(), secretgen.new_client_secret(), secretgen.new_secret_id())
 
 
 @dataclass(frozen=True, slots=True)
-class Generators:
-    """Sources of randomness, injected so tests are deterministic."""
+class ServiceHolds:
+    """The security service answered: its store (``info``) and the account it holds, or None.
 
-    client_id: Callable[[], str] = secretgen.new_client_id
-    client_secret: Callable[[], str] = secretgen.new_client_secret
-    secret_id: Callable[[], str] = secretgen.new_secret_id
+    ``confirmed`` is the :func:`push_fingerprint` of the last account this operator process pushed
+    and saw accepted; it catches what the view cannot show (the hashes) after a hash-key change.
+    """
+
+    info: ServiceInfo
+    account: AccountView | None
+    confirmed: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceUnreachable:
+    """The security service did not answer (or answered 5xx); ``message`` says how."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRefusal:
+    """The admin API refused the account (4xx); ``message`` is the service's own words."""
+
+    message: str
+
+
+ServiceState = ServiceHolds | ServiceUnreachable | ServiceRefusal
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInput:
+    """Everything one decision reads, gathered by the controller."""
+
+    ref: CredentialRef
+    spec: CredentialSpec
+    status: CredentialStatus
+    secret: ObservedSecret | None
+    bindings: tuple[ObservedBinding, ...]
+    service: ServiceState
+    hash_key: bytes  # in memory only: hashes the secret value for the service
+    candidate: Candidate
+    endpoints: Endpoints
+    has_finalizer: bool = True
+    # Set by the controller when a write of the first plan failed; the second decision reports it.
+    mappings_failure: SyncOutcome | None = None
+    secret_refusal: str | None = None
+
+    def failed(self, **failure: Any) -> CredentialInput:
+        return replace(self, **failure)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do now, in this order. ``secret`` and ``account`` are in memory only; never log them.
+
+    ``retry`` asks for a wake-up with capped exponential backoff instead of ``requeue_after``.
+    """
+
+    client_id: str | None = None
+    add_finalizer: bool = False
+    revoke: bool = False
+    account: AccountIn | None = None
+    confirm: str | None = None  # remember this fingerprint once ``account`` is accepted
+    mappings: RoleMappingsIn | None = None
+    secret: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None
+    bindings: tuple[BindingUpdate, ...] = ()
+    events: tuple[Event, ...] = ()
+    requeue_after: timedelta = DEFAULT_RESYNC
+    retry: bool = False
+
+    @property
+    def writes(self) -> int:
+        """Kubernetes writes (the service's pushes are not counted)."""
+        return (
+            int(self.add_finalizer) + int(self.secret is not None) + int(self.status is not None) + len(self.bindings)
+        )
 
 
 def identity_of(client_id: str, endpoints: Endpoints) -> str:
@@ -162,57 +266,171 @@ def identity_of(client_id: str, endpoints: Endpoints) -> str:
     return f"{client_id}@clients.{endpoints.issuer_host}"
 
 
+def account_in(
+    inp: CredentialInput, client_id: str, value: str, record: ActiveSecret, expires_at: datetime | None
+) -> AccountIn:
+    """The account as the service should hold it: the secret's HMAC hash and id, never the value."""
+    spec, ref = inp.spec, inp.ref
+    return AccountIn(
+        identity=identity_of(client_id, inp.endpoints),
+        display_name=spec.display_name,
+        namespace=ref.namespace,
+        name=ref.name,
+        status="revoked" if spec.revoked else "active",
+        expires_at=expires_at,
+        audiences=spec.audiences,
+        token_ttl_seconds=int(spec.token_ttl_td.total_seconds()),
+        groups=spec.groups,
+        secrets=(
+            SecretHash(id=record.id, hash=secretgen.hash_secret(inp.hash_key, value), created_at=record.created_at),
+        ),
+    )
+
+
+def push_fingerprint(account: AccountIn, info: ServiceInfo) -> str:
+    """Names "this exact account, pushed to this store under this hash key" (hashes included; in memory only)."""
+    text = f"{info.store_id}\n{info.hash_key_id}\n{account.model_dump_json(by_alias=True)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _account_differs(view: AccountView, want: AccountIn) -> bool:
+    """Anything the view shows that differs from what credward wants (the hashes are not shown)."""
+    return (
+        view.identity != want.identity
+        or view.display_name != want.display_name
+        or view.namespace != want.namespace
+        or view.name != want.name
+        or view.status != want.status
+        or view.expires_at != want.expires_at
+        or tuple(view.audiences) != tuple(want.audiences)
+        or view.token_ttl_seconds != want.token_ttl_seconds
+        or tuple(view.groups) != tuple(want.groups)
+        or sorted(s.id for s in view.secrets) != sorted(s.id for s in want.secrets)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Registration:
+    condition: ConditionSpec
+    registers: bool = False  # the service is reachable, shares our key, and will hold the account
+    push: bool = False
+    revoke: bool = False
+    fingerprint: str | None = None
+    ttl_capped: bool = False
+    retry: bool = False
+
+
+def _registration(inp: CredentialInput, want: AccountIn, client_id: str, secret_id: str) -> _Registration:
+    state = inp.service
+    if isinstance(state, ServiceUnreachable):
+        message = f"The security service is unreachable; retrying with backoff: {state.message}"
+        return _Registration(ConditionSpec(REGISTERED, "False", REASON_SERVICE_UNREACHABLE, message), retry=True)
+    if isinstance(state, ServiceRefusal):
+        message = f"The security service refused the account: {state.message}"
+        return _Registration(ConditionSpec(REGISTERED, "False", REASON_REFUSED, message), retry=True)
+    ours = secretgen.hash_key_id(inp.hash_key)
+    if state.info.hash_key_id != ours:
+        message = (
+            f"The security service hashes secrets under key {state.info.hash_key_id}, the operator under {ours}: "
+            "mount the same hash-key Secret into both (and restart the one that changed)"
+        )
+        return _Registration(ConditionSpec(REGISTERED, "False", REASON_HASH_KEY_MISMATCH, message), retry=True)
+    view = state.account
+    fingerprint = push_fingerprint(want, state.info)
+    push = view is None or _account_differs(view, want) or state.confirmed != fingerprint
+    revoke = want.status == "revoked" and view is not None and view.status != "revoked"
+    effective = (
+        view.effective_token_ttl_seconds
+        if view is not None and not push
+        else min(want.token_ttl_seconds, state.info.max_token_ttl_seconds)
+    )
+    message = f"The security service holds client {client_id} with secret {secret_id}"
+    capped = effective < want.token_ttl_seconds
+    if capped:
+        message += (
+            f"; its tokens live {effective}s, not the {want.token_ttl_seconds}s of spec.tokenTTL "
+            "(capped by the service's maximum token lifetime)"
+        )
+    return _Registration(
+        ConditionSpec(REGISTERED, "True", REASON_REGISTERED, message),
+        registers=True,
+        push=push,
+        revoke=revoke,
+        fingerprint=fingerprint,
+        ttl_capped=capped,
+    )
+
+
 def decide(
-    ref: CredentialRef,
-    spec: CredentialSpec,
-    status: CredentialStatus,
-    secret: ObservedSecret | None,
-    endpoints: Endpoints,
+    inp: CredentialInput,
     now: datetime,
     *,
-    gen: Generators | None = None,
     resync: timedelta = DEFAULT_RESYNC,
+    conflict_recheck: timedelta = DEFAULT_CONFLICT_RECHECK,
 ) -> Plan:
-    """Decide the Secret and status a credential should have now."""
-    gen = gen or Generators()
+    """Decide the account, mappings, Secret, status and binding statuses a credential should have now."""
     now = truncate(now)
+    ref, spec, status = inp.ref, inp.spec, inp.status
     secret_name = spec.effective_secret_name(ref.name)
-    events: list[Event] = []
 
-    if secret is not None and ref.uid not in secret.controller_uids:
-        return _conflict(ref, status, secret_name, now, resync)
+    if inp.secret is not None and ref.uid not in inp.secret.controller_uids:
+        return _conflict(inp, secret_name, now, conflict_recheck)
 
-    ours = secret
-    client_id = status.client_id or (ours.annotations.get(ANNOTATION_CLIENT_ID) if ours else None) or gen.client_id()
-
-    value, secret_record, why_new = _current_secret(ours, status)
-    if value is None:
-        value = gen.client_secret()
-        secret_record = ActiveSecret(id=gen.secret_id(), created_at=now)
-        events.append(_secret_event(why_new, secret_name, client_id))
-    assert secret_record is not None
-
-    desired = secret_manifest(ref, spec, secret_name, client_id, value, secret_record, endpoints)
-    apply_secret = desired if ours is None or _drifted(ours, desired) else None
-    if apply_secret is not None and ours is not None and why_new is None:
-        events.append(
-            Event("Normal", "SecretRepaired", f"Restored keys, labels or annotations of Secret {secret_name}")
-        )
+    ours = inp.secret
+    client_id = (
+        status.client_id or (ours.annotations.get(ANNOTATION_CLIENT_ID) if ours else None) or inp.candidate.client_id
+    )
+    value, record, why_new = _current_secret(ours, status)
+    fresh = value is None
+    if value is None or record is None:
+        value = inp.candidate.secret
+        record = ActiveSecret(id=inp.candidate.secret_id, created_at=now)
 
     expires_at = ref.created + spec.lifetime_td if spec.lifetime_td else None
     expires_at = truncate(expires_at) if expires_at else None
     expired = expires_at is not None and now >= expires_at
-    wanted = _conditions(spec, secret_name, expires_at, expired)
-    _transition_events(status, wanted, events)
 
-    next_rotation = secret_record.created_at + spec.rotation.period_td
+    want = account_in(inp, client_id, value, record, expires_at)
+    reg = _registration(inp, want, client_id, record.id)
+    events: list[Event] = []
+
+    # The Secret: a new value only once the service will hold its hash; repairs of other keys always.
+    desired = secret_manifest(ref, spec, secret_name, client_id, value, record, inp.endpoints)
+    apply_secret = None
+    if inp.secret_refusal is None and (reg.registers or not fresh):
+        apply_secret = desired if ours is None or fresh or _drifted(ours, desired) else None
+    if apply_secret is not None:
+        if fresh:
+            events.append(_secret_event(why_new, secret_name, client_id))
+        elif ours is not None:
+            events.append(
+                Event("Normal", "SecretRepaired", f"Restored keys, labels or annotations of Secret {secret_name}")
+            )
+    in_place = inp.secret_refusal is None and (apply_secret is not None or (ours is not None and not fresh))
+
+    wanted = _conditions(spec, secret_name, expires_at, expired, reg.condition, in_place, inp.secret_refusal)
+    _transition_events(status, wanted, reg.ttl_capped, events)
+
+    # Role mappings: the whole set of this account's bindings, once the account is (or will be) there.
+    mappings = None
+    if reg.registers and inp.mappings_failure is None and inp.secret_refusal is None:
+        wanted_mappings = rolebinding.desired_mappings(inp.bindings)
+        assert isinstance(inp.service, ServiceHolds)
+        held = inp.service.account.role_mappings if inp.service.account is not None else ()
+        if rolebinding.mappings_differ(held, wanted_mappings):
+            mappings = wanted_mappings
+    binding_updates = rolebinding.binding_updates(inp.bindings, _sync_outcome(inp, reg, client_id), now)
+
+    kept = apply_secret is not None or not fresh
+    active = (record,) if kept else status.active_secrets
+    last_rotation = record.created_at if kept else status.last_rotation_time
     new_status = CredentialStatus(
         client_id=client_id,
-        identity=identity_of(client_id, endpoints),
+        identity=identity_of(client_id, inp.endpoints),
         secret_name=secret_name,
-        active_secrets=(secret_record,),
-        last_rotation_time=secret_record.created_at,
-        next_rotation_time=next_rotation,
+        active_secrets=active,
+        last_rotation_time=last_rotation,
+        next_rotation_time=last_rotation + spec.rotation.period_td if last_rotation else None,
         expires_at=expires_at,
         observed_generation=ref.generation,
         conditions=merge_conditions(status.conditions, wanted, now, ref.generation),
@@ -220,15 +438,36 @@ def decide(
     status_doc = status_document(new_status)
     write_status = status_doc if status_doc != status_document(status) else None
 
+    push = reg.push and inp.secret_refusal is None
     wake = [resync]
     if expires_at is not None and not expired:
         wake.append(expires_at - now)
     return Plan(
+        client_id=client_id,
+        add_finalizer=not inp.has_finalizer,
+        revoke=reg.revoke and push,
+        account=want if push else None,
+        confirm=reg.fingerprint,
+        mappings=mappings,
         secret=apply_secret,
         status=write_status,
+        bindings=binding_updates,
         events=tuple(events),
         requeue_after=max(min(wake), timedelta(seconds=1)),
+        retry=reg.retry or inp.mappings_failure is not None or inp.secret_refusal is not None,
     )
+
+
+def _sync_outcome(inp: CredentialInput, reg: _Registration, client_id: str) -> SyncOutcome:
+    if inp.mappings_failure is not None:
+        return inp.mappings_failure
+    if reg.registers:
+        return SyncOutcome(True, rolebinding.REASON_SYNCED, rolebinding.synced_message(client_id))
+    reason = {
+        REASON_SERVICE_UNREACHABLE: rolebinding.REASON_SERVICE_UNREACHABLE,
+        REASON_REFUSED: rolebinding.REASON_REFUSED,
+    }.get(reg.condition.reason, rolebinding.REASON_PENDING)
+    return SyncOutcome(False, reason, f"The account is not registered yet: {reg.condition.message}")
 
 
 def _current_secret(
@@ -267,7 +506,13 @@ def _secret_event(why: str | None, name: str, client_id: str) -> Event:
 
 
 def _conditions(
-    spec: CredentialSpec, secret_name: str, expires_at: datetime | None, expired: bool
+    spec: CredentialSpec,
+    secret_name: str,
+    expires_at: datetime | None,
+    expired: bool,
+    registered: ConditionSpec,
+    in_place: bool,
+    secret_refusal: str | None,
 ) -> list[ConditionSpec]:
     if spec.revoked:
         ready = ConditionSpec(READY, "False", REASON_REVOKED, "The account is revoked (spec.revoked is true)")
@@ -275,8 +520,27 @@ def _conditions(
         ready = ConditionSpec(
             READY, "False", REASON_EXPIRED, f"The account's lifetime ended at {to_rfc3339(expires_at)}"
         )
+    elif secret_refusal is not None:
+        message = f"The API server refused to write Secret {secret_name}: {secret_refusal}"
+        ready = ConditionSpec(READY, "False", REASON_SECRET_REFUSED, message)
+    elif not in_place:
+        message = (
+            f"Secret {secret_name} is written once the security service holds its new client secret: "
+            f"{registered.message}"
+        )
+        ready = ConditionSpec(READY, "False", registered.reason, message)
+    elif registered.status != "True":
+        message = (
+            f"Secret {secret_name} exists, but the security service does not hold its secret: {registered.message}"
+        )
+        ready = ConditionSpec(READY, "False", registered.reason, message)
     else:
-        ready = ConditionSpec(READY, "True", REASON_SECRET_READY, f"Secret {secret_name} holds the client credentials")
+        ready = ConditionSpec(
+            READY,
+            "True",
+            REASON_SECRET_READY,
+            f"Secret {secret_name} holds the client credentials and the security service accepts them",
+        )
     if expires_at is None:
         exp = ConditionSpec(EXPIRED, "False", REASON_NO_LIFETIME, "spec.lifetime is not set")
     elif expired:
@@ -288,37 +552,83 @@ def _conditions(
         if spec.revoked
         else ConditionSpec(REVOKED, "False", REASON_NOT_REVOKED, "")
     )
-    return [ready, exp, rev]
+    return kstatus_conditions([ready, registered, exp, rev])
 
 
-def _transition_events(status: CredentialStatus, wanted: list[ConditionSpec], events: list[Event]) -> None:
-    """Tell people when the account becomes expired or revoked (once, on the transition)."""
+def _transition_events(
+    status: CredentialStatus, wanted: list[ConditionSpec], ttl_capped: bool, events: list[Event]
+) -> None:
+    """Tell people once, on the transition: expired, revoked, registered, why not registered, a capped TTL."""
     for spec in wanted:
-        if spec.type in (EXPIRED, REVOKED) and spec.status == "True":
-            old = find(status.conditions, spec.type)
+        old = find(status.conditions, spec.type)
+        if spec.type in (EXPIRED, REVOKED) and spec.status == "True" and (old is None or old.status != "True"):
+            events.append(Event("Warning", spec.reason, spec.message))
+        if spec.type == READY and spec.reason == REASON_SECRET_REFUSED and (old is None or old.message != spec.message):
+            events.append(Event("Warning", spec.reason, spec.message))
+        if spec.type != REGISTERED:
+            continue
+        if spec.status == "True":
             if old is None or old.status != "True":
-                events.append(Event("Warning", spec.reason, spec.message))
+                events.append(Event("Normal", spec.reason, spec.message))
+            if ttl_capped and (old is None or old.message != spec.message):
+                events.append(Event("Warning", REASON_TOKEN_TTL_CAPPED, spec.message))
+        elif old is None or old.reason != spec.reason:
+            events.append(Event("Warning", spec.reason, spec.message))
 
 
-def _conflict(ref: CredentialRef, status: CredentialStatus, secret_name: str, now: datetime, resync: timedelta) -> Plan:
+def _conflict(inp: CredentialInput, secret_name: str, now: datetime, recheck: timedelta) -> Plan:
+    """A foreign Secret has the wanted name: write nothing to it, register nothing, look again soon."""
+    ref, status = inp.ref, inp.status
     message = (
         f"Secret {secret_name} already exists and is not owned by this ServiceAccountCredential; "
-        "credward never overwrites it. Delete or rename that Secret, or set spec.secretName to another name"
+        "credward never overwrites it. Delete or rename that Secret, or recreate this credential with another "
+        "spec.secretName (it is immutable)"
     )
-    wanted = [ConditionSpec(READY, "False", REASON_SECRET_CONFLICT, message)]
-    others = [c for c in status.conditions if c.type != READY]
+    wanted = kstatus_conditions([ConditionSpec(READY, "False", REASON_SECRET_CONFLICT, message)])
+    others = [c for c in status.conditions if c.type not in {w.type for w in wanted}]
     conditions = merge_conditions(status.conditions, wanted, now, ref.generation) + tuple(others)
     new_status = status.model_copy(update={"conditions": conditions, "observed_generation": ref.generation})
     doc = status_document(new_status)
     old = find(status.conditions, READY)
-    events: tuple[Event, ...] = ()
+    events: list[Event] = []
     if old is None or old.reason != REASON_SECRET_CONFLICT:
-        events = (Event("Warning", REASON_SECRET_CONFLICT, message),)
+        events.append(Event("Warning", REASON_SECRET_CONFLICT, message))
+    outcome = SyncOutcome(False, rolebinding.REASON_PENDING, f"The account has no Secret yet: {message}")
+    updates = rolebinding.binding_updates(inp.bindings, outcome, now)
     return Plan(
+        client_id=status.client_id,
+        add_finalizer=not inp.has_finalizer,
         status=doc if doc != status_document(status) else None,
-        events=events,
-        requeue_after=resync,
+        bindings=updates,
+        events=tuple(events),
+        requeue_after=recheck,
     )
+
+
+CleanupAction = Literal["delete", "release", "give-up"]
+
+
+def cleanup_action(
+    client_id: str | None,
+    annotations: Mapping[str, str],
+    deleting_since: datetime,
+    now: datetime,
+    timeout: timedelta,
+    *,
+    last_failed: bool,
+) -> CleanupAction:
+    """What the finalizer does for a credential being deleted.
+
+    ``release`` (drop the finalizer, nothing to remove) when no account was ever made or the
+    ``credward.io/skip-account-cleanup: "true"`` annotation says so; ``give-up`` when removing the
+    account kept failing for ``timeout`` since the deletion began (a service gone for good must not
+    block deletion forever); otherwise ``delete`` the account, then drop the finalizer.
+    """
+    if client_id is None or annotations.get(ANNOTATION_SKIP_CLEANUP, "").lower() == "true":
+        return "release"
+    if last_failed and now - deleting_since >= timeout:
+        return "give-up"
+    return "delete"
 
 
 def secret_manifest(

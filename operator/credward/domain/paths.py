@@ -20,6 +20,24 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from credward.errors import PathError
+
+__all__ = [
+    "MAX_PARTS",
+    "MAX_PART_LENGTH",
+    "MID_WILDCARD",
+    "PART_RE",
+    "WILDCARD",
+    "Path",
+    "PathError",
+    "check_part",
+    "covers",
+    "normalize",
+    "parse",
+    "render",
+    "render_given",
+]
+
 WILDCARD = "*"
 MAX_PARTS = 16
 MAX_PART_LENGTH = 64
@@ -28,8 +46,12 @@ PART_RE = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 Path = tuple[str, ...]
 
 
-class PathError(ValueError):
-    """A path breaks the rule; the message says why and how to write it instead."""
+# The CRD's CEL rule on RoleBinding.spec.permissions[].path says the same words.
+MID_WILDCARD = (
+    "'*' may only be the last part of a path, as in [store, artifacts, '*']: a path already grants itself "
+    "and everything below it, and token scopes cannot carry a wildcard in the middle; list each path you mean, "
+    "e.g. [store, a, out] and [store, b, out], or grant their common prefix, e.g. [store]"
+)
 
 
 def check_part(part: str) -> str:
@@ -46,21 +68,26 @@ def check_part(part: str) -> str:
 def normalize(parts: Iterable[str]) -> Path:
     """The canonical form of a permission path: a trailing ``*`` dropped, anything else checked.
 
-    Raises :class:`PathError` for an empty path, a ``*`` that is not the last
-    part, or a part outside the allowed characters.
+    Idempotent: the root is ``()`` once normalized, and ``()`` stays the root.
+    (Where users write paths, the CRD and :class:`credward.api.models.Permission`
+    also want at least one part, so the root is written ``["*"]`` there.)
+    Raises :class:`PathError` for a ``*`` that is not the last part, or a part
+    outside the allowed characters.
     """
     given = tuple(parts)
     if not given:
-        raise PathError("a path needs at least one part, e.g. ['store', 'builds'] for /store/builds; ['*'] for /")
+        return given
     if len(given) > MAX_PARTS:
         raise PathError(f"a path has at most {MAX_PARTS} parts")
     body = given[:-1] if given[-1] == WILDCARD else given
     if WILDCARD in body:
-        raise PathError(
-            "'*' may only be the last part of a path: a path already grants everything below it, "
-            "and token scopes cannot express a wildcard in the middle"
-        )
+        raise PathError(f"path {render_given(given)}: {MID_WILDCARD}")
     return tuple(check_part(p) for p in body)
+
+
+def render_given(parts: tuple[str, ...]) -> str:
+    """A path as the user wrote it, for messages: ``/a/*/b`` (parts cut to their allowed length)."""
+    return "/" + "/".join(p[:MAX_PART_LENGTH] for p in parts[:MAX_PARTS])
 
 
 def render(path: Path) -> str:
@@ -78,6 +105,8 @@ def parse(text: str) -> Path:
     if text == "/":
         return ()
     parts = text[1:].split("/")
+    if len(parts) > MAX_PARTS:
+        raise PathError(f"a path has at most {MAX_PARTS} parts")
     return tuple(check_part(p) for p in parts)
 
 

@@ -1,16 +1,23 @@
 """Permissions -> OAuth2 scope strings, and the down-scoping check.
 
-A permission is verbs (``read``/``write``) over a path of parts, where ``*``
-matches exactly one part. Two token profiles render it:
+A permission is verbs (``read``/``write``) over a path; a path grants itself
+and everything below it (the one rule of :mod:`credward.domain.paths`). Two
+token profiles render it, both with that prefix meaning:
 
-* WLCG: ``storage.read:/a/b`` and ``storage.modify:/a/b``
-* SciTokens: ``read:/a/b`` and ``write:/a/b``
+* WLCG (Common JWT Profiles 1.0): ``storage.read:/a/b`` and ``storage.modify:/a/b``
+* SciTokens 2.0: ``read:/a/b`` and ``write:/a/b``
 
-Both profiles give a scope's path prefix semantics: ``read:/a`` covers
-``/a/b/c``. A requested scope is granted only if some held scope covers it
-(same action, held path a prefix of the requested one, ``*`` in the held path
-matching any one part). A ``*`` in a request is only covered by a ``*`` in the
-same place, so a client cannot widen its own grant.
+Only normalized paths are rendered: a trailing ``*`` was dropped by
+:func:`credward.domain.paths.normalize` (``["*"]`` is ``/``) and no other
+``*`` survives it, so a scope never carries a literal ``*``. A path part holds
+only ``[A-Za-z0-9._~-]``, so it needs no percent-encoding and can hold no
+``/`` or space: each (verb, path) is exactly one scope token, and distinct
+grants render distinctly (:func:`parse_scope_param` inverts
+:func:`render_scopes`).
+
+A requested scope is granted only if some held scope covers it: the same
+action, and the held path a prefix of the requested one, part by part (so
+``/store`` covers ``/store/x`` but not ``/storefront``).
 """
 
 from __future__ import annotations
@@ -19,9 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from credward.errors import InvalidScope
-
-WILDCARD = "*"
+from credward.domain import paths
+from credward.errors import InvalidScope, PathError
 
 
 class ScopeProfile(StrEnum):
@@ -41,24 +47,17 @@ _MAX_SCOPES = 64
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """One authorization: an action (profile-specific name) over a path of parts."""
+    """One authorization: an action (profile-specific name) over a normalized path."""
 
     action: str
-    path: tuple[str, ...]
+    path: paths.Path
 
     def render(self) -> str:
-        return f"{self.action}:/{'/'.join(self.path)}"
+        return f"{self.action}:{paths.render(self.path)}"
 
     def covers(self, other: Scope) -> bool:
         """True if this scope authorizes everything ``other`` does (down-scoping check)."""
-        if self.action != other.action or len(self.path) > len(other.path):
-            return False
-        for held, wanted in zip(self.path, other.path, strict=False):
-            if held == WILDCARD:
-                continue
-            if wanted == WILDCARD or held != wanted:
-                return False
-        return True
+        return self.action == other.action and paths.covers(self.path, other.path)
 
 
 def verb_action(profile: ScopeProfile, verb: str) -> str:
@@ -72,26 +71,38 @@ def verb_action(profile: ScopeProfile, verb: str) -> str:
 def render_permissions(
     profile: ScopeProfile, permissions: Iterable[tuple[Iterable[str], Iterable[str]]]
 ) -> tuple[Scope, ...]:
-    """Scopes for ``(verbs, path)`` pairs, deduplicated, in first-seen order."""
+    """Scopes for ``(verbs, path)`` pairs, deduplicated, in first-seen order.
+
+    Paths are normalized here too (a trailing ``*`` dropped), so a caller
+    holding raw CRD paths gets the same scopes as one holding
+    :class:`credward.api.models.Permission`; a mid-path ``*`` or a bad part
+    raises :class:`~credward.errors.PathError` (an ``InvalidSpec``).
+    """
     out: dict[Scope, None] = {}
     for verbs, path in permissions:
-        parts = tuple(path)
+        parts = paths.normalize(path)
         for verb in verbs:
             out[Scope(verb_action(profile, verb), parts)] = None
     return tuple(out)
 
 
 def parse_scope(profile: ScopeProfile, text: str) -> Scope:
-    """Parse ``action:/path`` of the given profile; raise :class:`InvalidScope` otherwise."""
+    """Parse ``action:/path`` of the given profile; raise :class:`InvalidScope` otherwise.
+
+    The path must already be in the form credward renders (absolute, single
+    ``/`` between parts, no trailing ``/``, no ``.``/``..``/``*`` parts):
+    a request is refused rather than guessed at.
+    """
     action, sep, path = text.partition(":")
     if not sep or action not in _ACTIONS[profile].values():
         raise InvalidScope(f"scope {_shown(text)} is not a {profile.value} scope such as {_example(profile)}")
-    if not path.startswith("/"):
-        raise InvalidScope(f"scope {_shown(text)} must have an absolute path")
-    parts = tuple(p for p in path.split("/") if p)
-    if any(p in (".", "..") for p in parts):
-        raise InvalidScope(f"scope {_shown(text)} must not contain '.' or '..' path parts")
-    return Scope(action, parts)
+    try:
+        return Scope(action, paths.parse(path))
+    except PathError:
+        raise InvalidScope(
+            f"scope {_shown(text)} needs an absolute path such as {_example(profile)}: parts of letters, digits,"
+            " '.', '_', '~' or '-' between single '/', without a trailing '/', never '.', '..' or '*'"
+        ) from None
 
 
 def parse_scope_param(profile: ScopeProfile, value: str) -> tuple[Scope, ...]:
@@ -117,6 +128,7 @@ def downscope(held: tuple[Scope, ...], requested: tuple[Scope, ...] | None) -> t
 
 
 def render_scopes(scopes: Iterable[Scope]) -> str:
+    """The ``scope`` claim: space-separated tokens; ``""`` for none (the claim is then omitted)."""
     return " ".join(s.render() for s in scopes)
 
 
@@ -125,5 +137,7 @@ def _example(profile: ScopeProfile) -> str:
 
 
 def _shown(text: str) -> str:
-    """Echo at most a short prefix of client input in an error description."""
-    return repr(text[:64] + ("..." if len(text) > 64 else ""))
+    """Client input as an RFC 6749 §5.2 ``error_description`` may hold it: printable ASCII but ``"``/``\\``, cut."""
+    cut = text[:64]
+    safe = "".join(c if " " <= c <= "~" and c not in "\"\\'" else "?" for c in cut)
+    return f"'{safe}{'...' if len(text) > 64 else ''}'"

@@ -1,27 +1,63 @@
-"""kopf wiring: which events trigger a reconcile. No decisions here.
+"""kopf wiring: which events trigger a reconcile of which account. No decisions here.
 
-Only event-watching handlers are used: they keep no progress annotations and
-need no finalizers, so an operator restart with up-to-date objects writes
-nothing. Owned Secrets are watched too (selected by label in the API server),
-so a deleted or edited Secret is repaired within moments.
+Only event-watching handlers are used: kopf keeps no progress annotations, so
+an operator restart with up-to-date objects writes nothing. The one finalizer
+(account cleanup in the security service) is credward's own, added and removed
+by the controller.
+
+- ServiceAccountCredential events reconcile that account.
+- Owned Secrets are watched too (selected by label in the API server, so no
+  other Secret ever reaches the operator) and mapped to their credential by
+  *owner reference*, never by a label someone may edit. A Secret whose
+  ``managed-by`` label is removed leaves the selection: the API server sends a
+  DELETED event for it, which reconciles its owner, which restores the label.
+- RoleBinding events reconcile the account they name (deleting one re-pushes
+  the remaining set).
+- A background task polls the security service's ``/v1/admin/info`` and
+  resyncs everything when the service returns or its store changes.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
 from typing import Any
 
 import kopf
 
-from credward.api import CREDENTIAL_PLURAL, GROUP, LABEL_CREDENTIAL, LABEL_MANAGED_BY, MANAGED_BY, VERSION
+from credward.api import (
+    CREDENTIAL_KIND,
+    CREDENTIAL_PLURAL,
+    GROUP,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    ROLEBINDING_PLURAL,
+    VERSION,
+)
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube
-from credward.operator.settings import OperatorSettings
+from credward.operator.metrics import HealthServer, OperatorMetrics
+from credward.operator.service import AdminClient
+from credward.operator.settings import OperatorSettings, read_hash_key
+from credward.webhook import WebhookRuntime, WebhookSettings
 
 log = logging.getLogger(__name__)
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+def owner_credential(meta: Mapping[str, Any]) -> str | None:
+    """The ServiceAccountCredential that controls an object, by its owner reference."""
+    for ref in meta.get("ownerReferences") or ():
+        api_version = str(ref.get("apiVersion", ""))
+        if ref.get("controller") and ref.get("kind") == CREDENTIAL_KIND and api_version.startswith(f"{GROUP}/"):
+            name = ref.get("name")
+            return str(name) if name else None
+    return None
+
+
+def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
@@ -32,9 +68,28 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
         # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-        kube_cm = Kube.connect(settings.field_manager)
-        state["kube_cm"] = kube_cm
-        state["controller"] = CredentialController(await kube_cm.__aenter__(), settings)
+        stack = AsyncExitStack()
+        state["stack"] = stack
+        kube = await stack.enter_async_context(Kube.connect(settings.field_manager))
+        service = await stack.enter_async_context(
+            AdminClient.connect(
+                settings.security_base_url, settings.token_file, settings.service_timeout.total_seconds()
+            )
+        )
+        metrics = OperatorMetrics()
+        controller = CredentialController(
+            kube, service, settings, read_hash_key(settings.hash_key_file), metrics=metrics
+        )
+        state["controller"] = controller
+        if settings.liveness_port:
+            health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
+            await health.start()
+            stack.push_async_callback(health.stop)
+        await controller.refresh_info()
+        state["poller"] = asyncio.create_task(controller.poll_info_forever())
+        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
+            runtime = await WebhookRuntime.start_from_settings(webhook)
+            stack.push_async_callback(runtime.stop)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -46,26 +101,37 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        poller: asyncio.Task[None] | None = state.pop("poller", None)
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         controller: CredentialController | None = state.get("controller")
         if controller is not None:
             controller.requeue.close()
-        kube_cm = state.pop("kube_cm", None)
-        if kube_cm is not None:
-            await kube_cm.__aexit__(None, None, None)
+        stack: AsyncExitStack | None = state.pop("stack", None)
+        if stack is not None:
+            await stack.aclose()
 
     @kopf.on.event(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential", registry=registry)
     async def credential_event(**kwargs: Any) -> None:
         controller: CredentialController = state["controller"]
-        namespace, name = kwargs["namespace"], kwargs["name"]
-        if kwargs["type"] == "DELETED":
-            controller.forget(namespace, name)
-            return
-        await controller.reconcile(namespace, name)
+        # DELETED too: the bindings of a credential that is gone wait for it (Synced=False AccountNotFound).
+        await controller.reconcile(kwargs["namespace"], kwargs["name"])
 
-    @kopf.on.event("", "v1", "secrets", labels={LABEL_MANAGED_BY: MANAGED_BY}, id="owned-secret", registry=registry)
+    @kopf.on.event("", "v1", "secrets", id="owned-secret", registry=registry)
     async def owned_secret_event(**kwargs: Any) -> None:
-        credential = kwargs["labels"].get(LABEL_CREDENTIAL)
-        if credential and kwargs["type"] in ("MODIFIED", "DELETED"):
-            await state["controller"].reconcile(kwargs["namespace"], credential)
+        if kwargs["type"] not in ("MODIFIED", "DELETED"):
+            return  # the initial listing and our own creations: the credential's events cover those
+        credential = owner_credential(kwargs["meta"])
+        if credential:
+            state["controller"].trigger(kwargs["namespace"], credential)
+
+    @kopf.on.event(GROUP, VERSION, ROLEBINDING_PLURAL, id="rolebinding", registry=registry)
+    async def rolebinding_event(**kwargs: Any) -> None:
+        # Every change (deletion included) reconciles the account the binding names; a burst makes one reconcile.
+        account = (kwargs["spec"] or {}).get("serviceAccount")
+        if account:
+            state["controller"].trigger(kwargs["namespace"], account)
 
     return registry

@@ -1,28 +1,58 @@
-"""The few Kubernetes API calls the operator makes, with errors sorted into credward's tree.
+"""The few Kubernetes API calls the operator makes, with every client error sorted into credward's tree.
+
+This is the edge: ``ApiException``, ``aiohttp.ClientError`` and timeouts never
+pass it. 404 on a read is an answer (None); otherwise:
+
+- no answer, a timeout, 5xx, 429, 409 -> :class:`KubeUnavailable` (retry with backoff);
+- 403 NamespaceTerminating -> :class:`NamespaceTerminating` (the namespace is going: stop, quietly);
+- 404 on a write -> :class:`Gone`;
+- any other 4xx -> :class:`KubeRefused` with the API server's own message (Secret values scrubbed).
 
 Writes use server-side apply with one field manager, so credward owns exactly
-the fields it sets and removes the ones it stops setting.
+the fields it sets and removes the ones it stops setting. Finalizers use a
+merge patch with a resourceVersion precondition: a patch never creates.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from credward.api import CREDENTIAL_KIND, CREDENTIAL_PLURAL, GROUP, VERSION
-from credward.domain.credential import Event
-from credward.errors import TransientError
+from credward.api import CREDENTIAL_KIND, CREDENTIAL_PLURAL, GROUP, ROLEBINDING_KIND, ROLEBINDING_PLURAL, VERSION
+from credward.domain.credential import FINALIZER, Event
+from credward.errors import CredwardError, Gone, KubeRefused, KubeUnavailable, NamespaceTerminating
 
 log = logging.getLogger(__name__)
 
 APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
 REPORTING_CONTROLLER = "credward.io/operator"
+
+
+class CoreApi(Protocol):
+    """The CoreV1Api methods credward calls (injectable: unit tests pass a failing one)."""
+
+    async def read_namespaced_secret(self, name: str, namespace: str, **kwargs: Any) -> Any: ...
+    async def patch_namespaced_secret(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+    async def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+
+
+class CustomApi(Protocol):
+    """The CustomObjectsApi methods credward calls."""
+
+    async def get_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def list_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 async def load_config() -> None:
@@ -33,51 +63,107 @@ async def load_config() -> None:
         await config.load_kube_config()
 
 
-def _transient(exc: ApiException, what: str) -> TransientError:
-    delay = 30.0 if exc.status == 429 else 5.0
-    return TransientError(f"{what}: HTTP {exc.status} {exc.reason}", delay=delay)
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _scrub(text: str, secrets: Collection[str]) -> str:
+    for value in secrets:
+        if value:
+            text = text.replace(value, "<redacted>")
+    return text
+
+
+def map_api_exception(exc: ApiException, what: str, secrets: Collection[str] = ()) -> CredwardError:
+    """One ``ApiException`` as credward's error; ``secrets`` are values that must not survive into the message."""
+    body = _status_body(exc)
+    causes = (body.get("details") or {}).get("causes") or ()
+    message = _scrub(str(body.get("message") or exc.reason or "no message"), secrets)[:1024]
+    status = int(exc.status or 0)
+    if status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes if isinstance(c, dict)):
+        return NamespaceTerminating(f"{what}: the namespace is being deleted")
+    if status == 404:
+        return Gone(f"{what}: not found")
+    if status == 429:
+        headers: Mapping[str, str] = exc.headers or {}
+        retry = headers.get("Retry-After")
+        try:
+            delay = float(retry) if retry else 5.0
+        except ValueError:
+            delay = 5.0
+        return KubeUnavailable(f"{what}: HTTP 429 {message}", delay=delay)
+    if status == 409:
+        return KubeUnavailable(f"{what}: HTTP 409 {message}", delay=1.0)
+    if status == 0 or status >= 500:
+        return KubeUnavailable(f"{what}: HTTP {status} {message}", delay=5.0)
+    return KubeRefused(f"HTTP {status} {message}", status)
+
+
+@asynccontextmanager
+async def edge(what: str, secrets: Collection[str] = ()) -> AsyncIterator[None]:
+    """Translate whatever the Kubernetes client raises inside into credward's tree."""
+    try:
+        yield
+    except ApiException as exc:
+        raise map_api_exception(exc, what, secrets) from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise KubeUnavailable(f"{what}: {type(exc).__name__}: {_scrub(str(exc), secrets)}", delay=5.0) from None
 
 
 class Kube:
     """Typed wrapper over the API calls credward makes; one instance per operator."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str) -> None:
-        self._api = api
-        self._core = client.CoreV1Api(api)
-        self._custom = client.CustomObjectsApi(api)
+    def __init__(self, core: CoreApi, custom: CustomApi, field_manager: str, serialize: Any = None) -> None:
+        self._core = core
+        self._custom = custom
         self._field_manager = field_manager
+        self._serialize = serialize or (lambda obj: obj)
 
     @staticmethod
     @asynccontextmanager
     async def connect(field_manager: str) -> AsyncIterator[Kube]:
         await load_config()
         async with client.ApiClient() as api:
-            yield Kube(api, field_manager)
+            yield Kube(
+                client.CoreV1Api(api), client.CustomObjectsApi(api), field_manager, api.sanitize_for_serialization
+            )
 
     async def get_credential(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, CREDENTIAL_PLURAL, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _transient(exc, f"reading {CREDENTIAL_KIND} {namespace}/{name}") from None
+            async with edge(f"reading {CREDENTIAL_KIND} {namespace}/{name}"):
+                obj: dict[str, Any] = await self._custom.get_namespaced_custom_object(
+                    GROUP, VERSION, namespace, CREDENTIAL_PLURAL, name
+                )
+        except Gone:
+            return None
         return obj
 
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            secret = await self._core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise _transient(exc, f"reading Secret {namespace}/{name}") from None
-        obj: dict[str, Any] = self._api.sanitize_for_serialization(secret)
+            async with edge(f"reading Secret {namespace}/{name}"):
+                secret = await self._core.read_namespaced_secret(name, namespace)
+        except Gone:
+            return None
+        obj: dict[str, Any] = self._serialize(secret)
         return obj
+
+    async def list_bindings(self, namespace: str) -> list[dict[str, Any]]:
+        async with edge(f"listing {ROLEBINDING_KIND}s in {namespace}"):
+            listing: dict[str, Any] = await self._custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, ROLEBINDING_PLURAL
+            )
+        items: list[dict[str, Any]] = listing.get("items") or []
+        return items
 
     async def apply_secret(self, manifest: dict[str, Any]) -> None:
         meta = manifest["metadata"]
-        try:
+        values = [base64.b64decode(v).decode(errors="replace") for v in (manifest.get("data") or {}).values()]
+        # Never include the body in a message: it holds the client secret.
+        async with edge(f"applying Secret {meta['namespace']}/{meta['name']}", values):
             await self._core.patch_namespaced_secret(
                 meta["name"],
                 meta["namespace"],
@@ -86,33 +172,56 @@ class Kube:
                 force=True,
                 _content_type=APPLY,
             )
-        except ApiException as exc:
-            # Never include the body: it holds the client secret.
-            raise _transient(exc, f"applying Secret {meta['namespace']}/{meta['name']}") from None
 
-    async def apply_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def _apply_status(self, plural: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": CREDENTIAL_KIND,
+            "kind": kind,
             "metadata": {"name": name, "namespace": namespace},
             "status": status,
         }
         try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                CREDENTIAL_PLURAL,
-                name,
-                body,
-                field_manager=self._field_manager,
-                force=True,
-                _content_type=APPLY,
+            async with edge(f"writing status of {kind} {namespace}/{name}"):
+                await self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    body,
+                    field_manager=self._field_manager,
+                    force=True,
+                    _content_type=APPLY,
+                )
+        except Gone:
+            return  # deleted meanwhile: nothing left to report on
+
+    async def apply_credential_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._apply_status(CREDENTIAL_PLURAL, CREDENTIAL_KIND, namespace, name, status)
+
+    async def apply_binding_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._apply_status(ROLEBINDING_PLURAL, ROLEBINDING_KIND, namespace, name, status)
+
+    async def _patch_finalizers(self, body: dict[str, Any], finalizers: list[str]) -> None:
+        meta = body["metadata"]
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+        async with edge(f"updating finalizers of {CREDENTIAL_KIND} {meta['namespace']}/{meta['name']}"):
+            await self._custom.patch_namespaced_custom_object(
+                GROUP, VERSION, meta["namespace"], CREDENTIAL_PLURAL, meta["name"], patch, _content_type=MERGE
             )
-        except ApiException as exc:
-            if exc.status == 404:
-                return  # deleted meanwhile: nothing left to report on
-            raise _transient(exc, f"writing status of {CREDENTIAL_KIND} {namespace}/{name}") from None
+
+    async def add_finalizer(self, body: dict[str, Any]) -> None:
+        current = list(body["metadata"].get("finalizers") or [])
+        if FINALIZER not in current:
+            await self._patch_finalizers(body, [*current, FINALIZER])
+
+    async def remove_finalizer(self, body: dict[str, Any]) -> None:
+        current = list(body["metadata"].get("finalizers") or [])
+        if FINALIZER in current:
+            try:
+                await self._patch_finalizers(body, [f for f in current if f != FINALIZER])
+            except Gone:
+                return
 
     async def post_event(self, involved: dict[str, Any], event: Event) -> None:
         """Record a Kubernetes Event (core/v1, what `kubectl describe` shows). Failures are only logged."""
@@ -130,7 +239,7 @@ class Kube:
             ),
             type=event.type,
             reason=event.reason,
-            message=event.message,
+            message=event.message[:1024],
             first_timestamp=now,
             last_timestamp=now,
             count=1,
@@ -139,8 +248,9 @@ class Kube:
             reporting_instance="credward-operator",
         )
         try:
-            await self._core.create_namespaced_event(meta["namespace"], body)
-        except ApiException as exc:
-            log.warning(
-                "could not record event %s on %s/%s: HTTP %s", event.reason, meta["namespace"], meta["name"], exc.status
-            )
+            async with edge(f"recording event {event.reason} on {meta['namespace']}/{meta['name']}"):
+                await self._core.create_namespaced_event(meta["namespace"], body)
+        except Gone as exc:
+            log.debug("%s", exc)  # the namespace or object is going away: nobody will read it
+        except CredwardError as exc:
+            log.warning("could not record an event: %s", exc)

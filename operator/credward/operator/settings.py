@@ -1,4 +1,10 @@
-"""Operator configuration, read once at start-up from flags and the environment."""
+"""Operator configuration, read once at start-up from flags and the environment.
+
+Every key is a flag of ``credward operator run`` or a ``CREDWARD_*`` variable
+(flags win); a missing or malformed key stops the start with a message that
+names it. Files (hash key, admin token) are checked here and read later by
+their owners: the hash key once, the token whenever the kubelet replaces it.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +12,44 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from credward.domain.credential import Endpoints
 from credward.domain.durations import parse_duration
-from credward.errors import InvalidSpec
+from credward.errors import InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
+IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+MIN_HASH_KEY_BYTES = 32
+
+__all__ = ["OperatorSettings", "SettingsError", "read_hash_key"]
 
 
-class SettingsError(InvalidSpec):
-    """A configuration key is missing or malformed; the message names it."""
+def read_hash_key(path: Path) -> bytes:
+    """The secret-hash key exactly as the security service reads it: the file's bytes, stripped, >= 32 bytes."""
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise SettingsError(f"CREDWARD_HASH_KEY_FILE: cannot read {path.name}: {exc.strerror}") from None
+    if len(key) < MIN_HASH_KEY_BYTES:
+        raise SettingsError(f"CREDWARD_HASH_KEY_FILE: the key in {path.name} must be at least 32 bytes")
+    return key
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
     security_base_url: str = DEFAULT_SECURITY_BASE_URL
     issuer: str = DEFAULT_SECURITY_BASE_URL
+    hash_key_file: Path = Path("hash-key")
+    token_file: Path = Path(IN_CLUSTER_TOKEN_FILE)
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     resync: timedelta = timedelta(minutes=10)
+    info_interval: timedelta = timedelta(seconds=10)
+    service_timeout: timedelta = timedelta(seconds=5)
+    backoff_max: timedelta = timedelta(minutes=5)
+    conflict_recheck: timedelta = timedelta(seconds=5)
+    cleanup_timeout: timedelta = timedelta(hours=1)
     field_manager: str = "credward-operator"
     liveness_port: int | None = None
 
@@ -36,30 +61,55 @@ class OperatorSettings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> OperatorSettings:
         """Build from ``CREDWARD_*`` variables; explicit overrides (flags) win. Fails loudly on bad values."""
         env = os.environ if env is None else env
-        base = str(
-            overrides.get("security_base_url") or env.get("CREDWARD_SECURITY_BASE_URL", DEFAULT_SECURITY_BASE_URL)
-        )
+
+        def value(key: str, env_key: str, default: str | None = None) -> str | None:
+            given = overrides.get(key)
+            if given not in (None, "", ()):
+                return str(given)
+            return env.get(env_key, default)
+
+        base = value("security_base_url", "CREDWARD_SECURITY_BASE_URL", DEFAULT_SECURITY_BASE_URL) or ""
         _check_url("CREDWARD_SECURITY_BASE_URL", base)
-        issuer = str(overrides.get("issuer") or env.get("CREDWARD_ISSUER", base.rstrip("/")))
+        issuer = value("issuer", "CREDWARD_ISSUER", base.rstrip("/")) or ""
         _check_url("CREDWARD_ISSUER", issuer)
         ns_value = overrides.get("namespaces") or tuple(
             n.strip() for n in env.get("CREDWARD_NAMESPACES", "").split(",") if n.strip()
         )
-        resync_text = str(overrides.get("resync") or env.get("CREDWARD_RESYNC", "10m"))
+        hash_key_file = value("hash_key_file", "CREDWARD_HASH_KEY_FILE")
+        if not hash_key_file:
+            raise SettingsError("CREDWARD_HASH_KEY_FILE is required: the file holding the secret-hash key")
+        read_hash_key(Path(hash_key_file))  # fail at start, not at the first registration
+        token_file = Path(value("token_file", "CREDWARD_SECURITY_TOKEN_FILE", IN_CLUSTER_TOKEN_FILE) or "")
+        if not token_file.is_file():
+            raise SettingsError(f"CREDWARD_SECURITY_TOKEN_FILE: {token_file} is not a readable file")
+
+        def duration(key: str, env_key: str, default: str) -> timedelta:
+            text = value(key, env_key, default) or default
+            try:
+                parsed = parse_duration(text)
+            except InvalidSpec as exc:
+                raise SettingsError(f"{env_key}: {exc}") from None
+            if parsed <= timedelta(0):
+                raise SettingsError(f"{env_key}: must be longer than 0s")
+            return parsed
+
+        port_text = value("liveness_port", "CREDWARD_LIVENESS_PORT")
         try:
-            resync = parse_duration(resync_text)
-        except InvalidSpec as exc:
-            raise SettingsError(f"CREDWARD_RESYNC: {exc}") from None
-        port_text = overrides.get("liveness_port") or env.get("CREDWARD_LIVENESS_PORT")
-        try:
-            port = int(str(port_text)) if port_text else None
+            port = int(port_text) if port_text else None
         except ValueError:
             raise SettingsError(f"CREDWARD_LIVENESS_PORT: {port_text!r} is not a port number") from None
         return cls(
             security_base_url=base.rstrip("/"),
             issuer=issuer.rstrip("/"),
-            namespaces=tuple(ns_value),  # type: ignore[arg-type]
-            resync=resync,
+            hash_key_file=Path(hash_key_file),
+            token_file=token_file,
+            namespaces=tuple(str(n) for n in ns_value),  # type: ignore[attr-defined]
+            resync=duration("resync", "CREDWARD_RESYNC", "10m"),
+            info_interval=duration("info_interval", "CREDWARD_INFO_INTERVAL", "10s"),
+            service_timeout=duration("service_timeout", "CREDWARD_SERVICE_TIMEOUT", "5s"),
+            backoff_max=duration("backoff_max", "CREDWARD_BACKOFF_MAX", "5m"),
+            conflict_recheck=duration("conflict_recheck", "CREDWARD_CONFLICT_RECHECK", "5s"),
+            cleanup_timeout=duration("cleanup_timeout", "CREDWARD_CLEANUP_TIMEOUT", "1h"),
             liveness_port=port,
         )
 

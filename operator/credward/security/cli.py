@@ -17,7 +17,6 @@ from pathlib import Path
 from credward.domain.secrets import parse_hash_key
 from credward.errors import CredwardError, HashKeyError
 from credward.security.settings import (
-    HttpServerKind,
     Settings,
     SettingsError,
     SigningAlgorithm,
@@ -53,7 +52,17 @@ _HELP = {
     "feed_subscriber_buffer": "revocation events queued per feed stream before a slow subscriber is dropped (64)",
     "introspect_allow": "client ids (resource servers) that may introspect any client's tokens (RFC 7662 §4)",
     "log_level": "DEBUG, INFO (default), WARNING",
-    "http_server": "credward (default: own HTTP/1.1 server, token endpoint native) or uvicorn",
+    "http_server": "granian (default); uvicorn and hypercorn only for the benchmark (docs/http-server.md)",
+    "header_timeout": "a request head must arrive within this; also the idle keep-alive timeout (default 10s, max 60s)",
+    "body_timeout": "a request body must arrive within this, from its first read; else 408 (default 10s)",
+    "keep_alive": "false: one request per connection (default true)",
+    "max_header_bytes": "request line + headers, bytes; larger heads get 431 (default 16384, min 8192)",
+    "max_headers": "header fields per request; more get 431 (default 64, max 100)",
+    "max_body_bytes": "request body, bytes; larger get 413 before it is read (default 1048576)",
+    "max_concurrency": "requests in the app at once, the revocation feed excepted; more get 503 (default 256)",
+    "max_connections": "open connections; more wait in the listen backlog (default 10000)",
+    "backlog": "listen backlog (default 1024)",
+    "shutdown_timeout": "on SIGTERM, how long in-flight requests may finish (default 10s)",
 }
 
 
@@ -129,7 +138,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def serve(settings: Settings) -> None:
-    """One process on uvloop; the HTTP server is chosen by ``--http-server`` (see bench/token_endpoint.py)."""
+    """One process on uvloop, served by granian (``--http-server`` exists for the benchmark; docs/http-server.md)."""
     import uvloop
 
     uvloop.run(_serve(settings))
@@ -138,6 +147,7 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     import inspect
 
+    from credward.security import servers
     from credward.security.adminauth import build_authenticator
     from credward.security.app import create_app
     from credward.security.store import open_store
@@ -153,26 +163,4 @@ async def _serve(settings: Settings) -> None:
         settings.http_server.value,
         settings.issuer,
     )
-    if settings.http_server is HttpServerKind.CREDWARD:
-        from credward.security import httpserver
-
-        await httpserver.serve(app, app.components.oauth, settings.host, settings.port)
-        return
-
-    import uvicorn
-
-    from credward.security.server import CorkedHttpToolsProtocol
-
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=CorkedHttpToolsProtocol,
-        ws="none",  # no WebSocket endpoints; upgrades are refused (and never see the corked transport)
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # throttling keys on the TCP peer; no forwarded headers are trusted
-    )
-    await uvicorn.Server(config).serve()
+    await servers.run(app, settings)

@@ -30,8 +30,11 @@ class SigningAlgorithm(StrEnum):
 
 
 class HttpServerKind(StrEnum):
-    CREDWARD = "credward"  # credward.security.httpserver: the token endpoint natively (measured fastest)
-    UVICORN = "uvicorn"  # the same ASGI app under uvicorn + uvloop + httptools
+    """The ASGI server: granian is shipped; the others exist so ``make bench`` can compare (docs/http-server.md)."""
+
+    GRANIAN = "granian"
+    UVICORN = "uvicorn"
+    HYPERCORN = "hypercorn"
 
 
 class AdminAuthMode(StrEnum):
@@ -69,7 +72,18 @@ class Settings:
     # client ids (resource servers) that may introspect other clients' tokens (RFC 7662 §4)
     introspect_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
-    http_server: HttpServerKind = HttpServerKind.CREDWARD
+    # HTTP server and its limits (docs/http-server.md)
+    http_server: HttpServerKind = HttpServerKind.GRANIAN
+    header_timeout: float = 10.0  # a request head must arrive within this (also the idle keep-alive timeout)
+    body_timeout: float = 10.0  # a request body must arrive within this, counted from its first read
+    keep_alive: bool = True
+    max_header_bytes: int = 16 * 1024  # request line + headers
+    max_headers: int = 64
+    max_body_bytes: int = 1024 * 1024
+    max_concurrency: int = 256  # requests in the app at once (the revocation feed excepted); beyond: 503
+    max_connections: int = 10_000  # open connections; beyond, new ones wait in the backlog
+    backlog: int = 1024
+    shutdown_timeout: float = 10.0  # on SIGTERM, in-flight requests get this long to finish
 
     @property
     def issuer_host(self) -> str:
@@ -144,6 +158,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _timeout(text: str) -> float:
+    """Between 1 ms and 60 s: granian's header-read timeout is whole milliseconds, at most 60 s."""
+    value = _float_seconds(text)
+    if not 0.001 <= value <= 60:
+        raise ValueError("expected a duration between 1ms and 60s")
+    return value
+
+
+def _header_bytes(text: str) -> int:
+    value = int(text)
+    if value < 8192:
+        raise ValueError("expected at least 8192 (the server's smallest read buffer)")
+    return value
+
+
+def _max_headers(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 100:
+        raise ValueError("expected 1 to 100 (the server refuses more than 100 itself)")
+    return value
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "issuer": _issuer,
     "store_url": _store_url,
@@ -170,6 +206,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "introspect_allow": _list,
     "log_level": str.upper,
     "http_server": HttpServerKind,
+    "header_timeout": _timeout,
+    "body_timeout": _timeout,
+    "keep_alive": _bool,
+    "max_header_bytes": _header_bytes,
+    "max_headers": _max_headers,
+    "max_body_bytes": _positive_int,
+    "max_concurrency": _positive_int,
+    "max_connections": _positive_int,
+    "backlog": _positive_int,
+    "shutdown_timeout": _float_seconds,
 }
 
 

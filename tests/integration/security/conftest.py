@@ -173,8 +173,6 @@ def starter(tmp: Path, store_url: str, started: list[Service]) -> StartService:
         stdout, stderr = base / "stdout.log", base / "stderr.log"
         cmd = [sys.executable, "-m", "credward.cli", "security", "serve", *(f"--{k}={v}" for k, v in options.items())]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CREDWARD_SECURITY_")}
-        # The ASGI app under uvicorn; a build whose serve command has no such setting ignores the variable.
-        env["CREDWARD_SECURITY_HTTP_SERVER"] = "uvicorn"
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         service = Service(options["issuer"], admin_token, hash_key, keys, stdout, stderr, process)

@@ -15,6 +15,8 @@ import pytest
 from authlib.integrations.httpx_client import OAuth2Client
 from tests.integration.security.conftest import Registered, Service
 
+from credward.domain.claims import CLOCK_SKEW_ALLOWANCE
+
 pytestmark = pytest.mark.integration
 
 
@@ -52,7 +54,7 @@ def test_authlib_client_gets_a_token_pyjwt_verifies(service: Service, method: st
     assert claims["roles"] == ["reader"]
     assert claims["wlcg.ver"] == "1.0"
     assert claims["wlcg.groups"] == ["/atlas/prod", "/atlas"]
-    assert claims["exp"] - claims["iat"] == 300
+    assert claims["exp"] - claims["iat"] == 300 + CLOCK_SKEW_ALLOWANCE  # iat is backdated
     assert jwt.get_unverified_header(token["access_token"])["kid"]
 
 

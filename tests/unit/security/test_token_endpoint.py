@@ -13,6 +13,7 @@ import jwt
 import pytest
 from tests.unit.security.security_fixtures import HASH_KEY, ISSUER, Client, FakeClock, asgi
 
+from credward.domain.claims import CLOCK_SKEW_ALLOWANCE
 from credward.errors import InvalidClient
 from credward.security.app import CredwardApp, Services
 from credward.security.service import memo_key
@@ -67,7 +68,7 @@ async def test_basic_auth_issues_a_verifiable_token(
     assert claims["roles"] == ["reader", "writer"]
     assert claims["wlcg.ver"] == "1.0"
     assert claims["wlcg.groups"] == ["/cms/prod", "/cms"]
-    assert claims["exp"] - claims["iat"] == 300
+    assert claims["exp"] - claims["iat"] == 300 + CLOCK_SKEW_ALLOWANCE  # iat is backdated
     assert claims["nbf"] == claims["iat"]
     assert len(claims["jti"]) >= 16
     assert jwt.get_unverified_header(body["access_token"])["alg"] == "ES256"
