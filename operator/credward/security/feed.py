@@ -50,8 +50,23 @@ def sse_bytes(event: RevocationEvent) -> bytes:
     return f"id: {event.cursor}\nevent: revocation\ndata: {data}\n\n".encode()
 
 
-Batch = list[tuple[RevocationEvent, bytes]]
-KEEPALIVE: Batch = []  # sent to every stream now and then, so idle connections show they are alive
+Events = list[tuple[RevocationEvent, bytes]]
+CATCH_UP_CHUNK = 32  # events per write when a stream catches up (a chunk is its own copy; keep it small)
+
+
+class Batch:
+    """What one read of the store found, encoded once: every stream writes the same ``data`` object."""
+
+    __slots__ = ("data", "events", "first", "last")
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.data = b"".join(data for _, data in events)
+        self.first = events[0][0].cursor if events else 0
+        self.last = events[-1][0].cursor if events else 0
+
+
+KEEPALIVE = Batch([])  # sent to every stream now and then, so idle connections show they are alive
 
 
 class Subscription:
@@ -86,7 +101,7 @@ class RevocationFeed:
         self._subscribers: set[Subscription] = set()
         # Every event with floor < cursor <= latest is in memory, in cursor order.
         self._cursors: list[int] = []
-        self._events: list[tuple[RevocationEvent, bytes]] = []
+        self._events: Events = []
         self._floor = self._latest = 0
         self._task: asyncio.Task[None] | None = None
         self._start_lock = asyncio.Lock()
@@ -139,16 +154,16 @@ class RevocationFeed:
         while True:
             events = await self._store.revocations_since(self._latest, PAGE)
             if events:
-                self._add([(event, sse_bytes(event)) for event in events])
+                self._add(Batch([(event, sse_bytes(event)) for event in events]))
                 changed, self._changed = self._changed, asyncio.Event()
                 changed.set()  # long-polls wake and find the new events in memory
             if len(events) < PAGE:
                 return
 
     def _add(self, batch: Batch) -> None:
-        self._cursors.extend(event.cursor for event, _ in batch)
-        self._events.extend(batch)
-        self._latest = batch[-1][0].cursor
+        self._cursors.extend(event.cursor for event, _ in batch.events)
+        self._events.extend(batch.events)
+        self._latest = batch.last
         if len(self._cursors) > 2 * self._recent_max:  # trim in halves: amortized O(1) per event
             cut = len(self._cursors) - self._recent_max
             self._floor = self._cursors[cut - 1]
@@ -171,7 +186,7 @@ class RevocationFeed:
         self._metrics.feed_dropped.inc()
         self._metrics.feed_subscribers.set(len(self._subscribers))
 
-    async def _since(self, cursor: int, limit: int) -> Batch:
+    async def _since(self, cursor: int, limit: int) -> Events:
         """Events after ``cursor``: from memory when it reaches back that far, else from the store."""
         if cursor >= self._floor:
             start = bisect.bisect_right(self._cursors, cursor)
@@ -195,17 +210,19 @@ class RevocationFeed:
         self._metrics.feed_subscribers.set(len(self._subscribers))
         try:
             yield b": credward revocation feed\n\n"
-            while batch := await self._since(cursor, PAGE):
-                yield b"".join(data for _, data in batch)
-                cursor = batch[-1][0].cursor
+            while missed := await self._since(cursor, CATCH_UP_CHUNK):
+                yield b"".join(data for _, data in missed)
+                cursor = missed[-1][0].cursor
             while not sub.dropped:
                 batch = await sub.queue.get()
                 if batch is KEEPALIVE:
                     yield b": keep-alive\n\n"
-                    continue
-                fresh = [data for event, data in batch if event.cursor > cursor]
-                if fresh:
-                    cursor = batch[-1][0].cursor
+                elif batch.first > cursor:  # the usual case: all new, write the shared bytes
+                    cursor = batch.last
+                    yield batch.data
+                elif batch.last > cursor:  # overlaps what catching up already wrote
+                    fresh = [data for event, data in batch.events if event.cursor > cursor]
+                    cursor = batch.last
                     yield b"".join(fresh)
         finally:
             if sub in self._subscribers:
