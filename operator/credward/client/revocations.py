@@ -85,7 +85,9 @@ class RevocationList:
                     self._tokens[event.subject] = event.expires_at
                 elif event.kind == "account":
                     self._accounts[event.client_id] = max(event.revoked_at, self._accounts.get(event.client_id, 0.0))
-            self.cursor = max(self.cursor, cursor)
+            # The service's cursor, even a lower one: it answers from the start when ours is from a store
+            # it no longer has (wiped or replaced), and keeping ours would ask it to start over every time.
+            self.cursor = cursor
 
     def is_revoked(self, claims: Mapping[str, Any]) -> bool:
         """True if the feed named this token or revoked its account after it was issued."""

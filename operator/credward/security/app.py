@@ -213,8 +213,10 @@ async def revocations(svc: Services, request: Request) -> Reply | Response:
         last = request.headers.get("last-event-id", "")
         if last.isdigit():  # a reconnecting EventSource resumes after the last event it saw
             since = max(since, int(last))
+        since = await svc.feed.resume_point(since)
         stream = svc.feed.stream(since)
         return StreamingResponse(stream, media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+    since = await svc.feed.resume_point(since)
     events = await svc.feed.wait_since(since, min(max(wait, 0.0), svc.settings.feed_max_wait))
     cursor = events[-1].cursor if events else since
     return json_reply(200, {"events": [event_json(e) for e in events], "cursor": cursor})

@@ -193,6 +193,20 @@ class RevocationFeed:
             return self._events[start : start + limit]
         return [(e, sse_bytes(e)) for e in await self._store.revocations_since(cursor, limit)]
 
+    async def resume_point(self, cursor: int) -> int:
+        """Where a reader holding ``cursor`` resumes: ``cursor`` itself, or 0 if the store never reached it.
+
+        A cursor beyond the newest entry comes from another store (wiped or
+        replaced: cursors start again at 1), so the reader gets every entry of
+        this one instead of waiting, silently, until the new store passes its
+        old cursor. The store is asked before deciding, since this replica's
+        view may trail another replica's by a poll interval.
+        """
+        await self.start()
+        if cursor <= self._latest or cursor <= await self._store.latest_cursor():
+            return cursor
+        return 0
+
     async def wait_since(self, cursor: int, wait: float, limit: int = PAGE) -> list[RevocationEvent]:
         """Events after ``cursor``; if there are none yet, wait up to ``wait`` seconds for one."""
         await self.start()

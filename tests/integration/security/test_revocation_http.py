@@ -114,6 +114,22 @@ def test_account_revocation_stops_issuance_and_reaches_the_feed(service: Service
     assert body["cursor"] == events[-1]["cursor"]
 
 
+def test_a_cursor_from_another_store_resumes_from_the_start(service: Service) -> None:
+    """After a wiped or replaced store cursors start again at 1: a reader ahead of it gets everything, not silence."""
+    client = service.register()
+    token = access_token(service, client)
+    assert revoke(service, client, token).status_code == 200
+    latest = int(feed(service, 0)["cursor"])  # type: ignore[call-overload]
+    body = feed(service, latest + 1_000_000)
+    events = body["events"]
+    assert isinstance(events, list)
+    assert events, "a cursor ahead of the store must not read as 'nothing new'"
+    assert events[0]["cursor"] == 1
+    assert body["cursor"] == events[-1]["cursor"] <= latest
+    assert any(e["kind"] == "token" and e["client_id"] == client.client_id for e in events)
+    assert feed(service, latest)["events"] == []  # a cursor the store did reach still means "after this"
+
+
 def test_long_poll_wakes_on_revocation(service: Service) -> None:
     client = service.register()
     cursor = int(feed(service, 0)["cursor"])  # type: ignore[call-overload]

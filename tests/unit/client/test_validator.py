@@ -214,3 +214,13 @@ def test_bearer_token_refuses_other_headers(header: str | None) -> None:
 def test_bearer_token() -> None:
     assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
     assert bearer_token("bearer  abc ") == "abc"
+
+
+def test_the_revocation_cursor_follows_the_service_after_its_store_was_replaced() -> None:
+    revoked = RevocationList()
+    revoked.apply([Revocation(900, "token", "j-old", "c1", 1.0, None)], 900)
+    # The service answered from the start of a new store: its cursor is the one to ask from next time.
+    revoked.apply([Revocation(1, "token", "j-new", "c2", 2.0, None)], 1)
+    assert revoked.cursor == 1
+    assert revoked.is_revoked({"jti": "j-new", "client_id": "c2", "iat": 0})
+    assert revoked.is_revoked({"jti": "j-old", "client_id": "c1", "iat": 0})
