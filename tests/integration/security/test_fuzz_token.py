@@ -501,6 +501,29 @@ class RawClient:
             self._conn.close()
             self._conn = None
 
+    @staticmethod
+    def _answer_before_close(conn: http.client.HTTPConnection) -> Reply | None:
+        """The response the server sent before closing the connection, if one is waiting to be read."""
+        sock = conn.sock
+        if sock is None:
+            return None
+        received = b""
+        try:
+            sock.settimeout(5)
+            while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
+                received += chunk
+        except OSError:
+            pass
+        head, _, body = received.partition(b"\r\n\r\n")
+        parts = head.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            return None
+        headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return Reply(int(parts[1]), headers, body)
+
     def post(self, path: str, body: bytes, headers: tuple[tuple[str, str | bytes], ...]) -> Reply:
         head = len(path) + sum(len(n) + len(v) + 4 for n, v in headers) + 64
         for attempt in (1, 2):  # a second try only covers an idle keep-alive connection the server closed
@@ -515,7 +538,17 @@ class RawClient:
                 conn.endheaders(body)
                 response = conn.getresponse()
                 reply = Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (ConnectionResetError, BrokenPipeError):
+                # The server may answer (431, 413) and close while the rest is still being sent: that answer
+                # counts. A connection closed with no answer at all is no refusal, and fails the attempt.
+                early = self._answer_before_close(conn)
+                self.close()
+                if early is not None:
+                    return early
+                if attempt == 2:
+                    raise
+                continue
+            except http.client.RemoteDisconnected:
                 self.close()
                 if attempt == 2 and head > MAX_HEADER_BYTES:
                     # Over the limit the server answers 431 and closes; a client still writing its head
