@@ -17,24 +17,23 @@ from urllib.parse import urlsplit
 
 from credward.domain.credential import Endpoints
 from credward.domain.durations import parse_duration
-from credward.errors import InvalidSpec, SettingsError
+from credward.domain.secrets import parse_hash_key
+from credward.errors import HashKeyError, InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-MIN_HASH_KEY_BYTES = 32
 
 __all__ = ["OperatorSettings", "SettingsError", "read_hash_key"]
 
 
 def read_hash_key(path: Path) -> bytes:
-    """The secret-hash key exactly as the security service reads it: the file's bytes, stripped, >= 32 bytes."""
+    """The secret-hash key exactly as the security service reads it (:func:`credward.domain.secrets.parse_hash_key`)."""
     try:
-        key = path.read_bytes().strip()
+        return parse_hash_key(path.read_bytes())
     except OSError as exc:
         raise SettingsError(f"CREDWARD_HASH_KEY_FILE: cannot read {path.name}: {exc.strerror}") from None
-    if len(key) < MIN_HASH_KEY_BYTES:
-        raise SettingsError(f"CREDWARD_HASH_KEY_FILE: the key in {path.name} must be at least 32 bytes")
-    return key
+    except HashKeyError as exc:
+        raise SettingsError(f"CREDWARD_HASH_KEY_FILE: {path.name}: {exc}") from None
 
 
 @dataclass(frozen=True)
