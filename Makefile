@@ -25,11 +25,11 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create .venv and install credward with its dev tools.
 
 .PHONY: controlplane
-controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl and etcd.
+controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd and kstatus.
 	$(VENV)/bin/credward dev build
 
 .PHONY: demo
-demo: install ## Control plane + operator + security service + example credential + a token from the mounted secret.
+demo: install ## Control plane, security service, operator; examples applied, registered and synced; a token from the mounted secret, validated.
 	$(VENV)/bin/credward dev demo
 
 ##@ Verification
