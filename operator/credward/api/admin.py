@@ -25,7 +25,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from credward.api.models import Permission
+from credward.api.models import Permission, distinct
 
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"  # no '.', '%' or '/': safe in a URL path as it is
 SECRET_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -46,12 +46,6 @@ def _storable(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("must not contain a lone surrogate") from None
     return value
-
-
-def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
-    if len(set(values)) != len(values):
-        raise ValueError("values must be distinct")
-    return values
 
 
 Text = Annotated[str, AfterValidator(_storable)]
@@ -90,9 +84,9 @@ class AccountIn(_In):
     name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)] | None = None
     status: AccountStatusName = "active"
     expires_at: AwareDatetime | None = Field(None, alias="expiresAt")
-    audiences: Annotated[tuple[Audience, ...], Field(max_length=16), AfterValidator(_distinct)] = ()
+    audiences: Annotated[tuple[Audience, ...], Field(max_length=16), AfterValidator(distinct)] = ()
     token_ttl_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(300, alias="tokenTTLSeconds")
-    groups: Annotated[tuple[Group, ...], Field(max_length=16), AfterValidator(_distinct)] = ()
+    groups: Annotated[tuple[Group, ...], Field(max_length=16), AfterValidator(distinct)] = ()
     secrets: Annotated[tuple[SecretHash, ...], Field(max_length=16)] = ()
 
 
@@ -100,7 +94,7 @@ class RoleMapping(_In):
     """One RoleBinding's contribution to an account: its name, roles and permissions."""
 
     name: Annotated[str, StringConstraints(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)]
-    roles: Annotated[tuple[Role, ...], Field(max_length=32), AfterValidator(_distinct)] = ()
+    roles: Annotated[tuple[Role, ...], Field(max_length=32), AfterValidator(distinct)] = ()
     permissions: Annotated[tuple[Permission, ...], Field(max_length=64)] = ()
 
 

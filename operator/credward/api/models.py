@@ -110,7 +110,8 @@ class CredentialStatus(_Model):
     conditions: tuple[Condition, ...] = ()
 
 
-def _distinct(values: tuple[str, ...]) -> tuple[str, ...]:
+def distinct(values: tuple[str, ...]) -> tuple[str, ...]:
+    """A validator: the values must be distinct (as the CRDs' list-type set asks)."""
     if len(set(values)) != len(values):
         raise ValueError("values must be distinct")
     return values
@@ -129,7 +130,7 @@ class Permission(_Model):
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid", frozen=True)
 
-    verbs: Annotated[tuple[Verb, ...], Field(min_length=1, max_length=2), AfterValidator(_distinct)]
+    verbs: Annotated[tuple[Verb, ...], Field(min_length=1, max_length=2), AfterValidator(distinct)]
     path: Annotated[
         tuple[PathPart, ...],
         Field(min_length=1, max_length=paths.MAX_PARTS),
