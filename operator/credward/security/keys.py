@@ -122,7 +122,19 @@ def ensure_dev_key(keys_dir: Path, alg: SigningAlgorithm) -> None:
 
 
 def load_keyset(keys_dir: Path, alg: SigningAlgorithm) -> KeySet:
-    """Load every ``*.pem``; ``current.pem`` must exist and match the configured algorithm."""
+    """Load every ``*.pem``; ``current.pem`` must exist and match the configured algorithm.
+
+    A set read while the directory changed (a kubelet swapping ``..data`` between two reads: the old
+    ``current.pem`` with the new ``previous.pem``) is read again, so it is never a mix of two versions.
+    """
+    for _ in range(4):
+        keyset = _load_keyset(keys_dir, alg)
+        if _fingerprint(keys_dir) == keyset.fingerprint:
+            break
+    return keyset  # still changing after four reads: the fingerprint differs, so the next check reloads
+
+
+def _load_keyset(keys_dir: Path, alg: SigningAlgorithm) -> KeySet:
     fingerprint = _fingerprint(keys_dir)
     current_path = keys_dir / CURRENT_KEY_FILE
     if not current_path.exists():
