@@ -14,6 +14,7 @@ import base64
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,31 @@ def rotate_while_validating(service: SecurityServer, client_id: str, secret: str
             time.sleep(0.2)
     assert first_kid is not None
     return Report(first_kid, rejected, first_token, published, last_published, max_exp, retired, previous_checks)
+
+
+def test_a_restart_between_publishing_and_promoting_neither_repeats_nor_skips_a_step(setup: Setup) -> None:
+    periods = {
+        "CREDWARD_SIGNING_KEY_PERIOD": f"{PERIOD:.0f}s",
+        "CREDWARD_SIGNING_KEY_JWKS_CACHE": f"{JWKS_CACHE:.0f}s",
+        "CREDWARD_SIGNING_KEY_PROPAGATION": f"{PROPAGATION:.0f}s",
+    }
+
+    def annotations() -> dict[str, str]:
+        return dict(((setup.secret(KEYS_SECRET) or {}).get("metadata") or {}).get("annotations") or {})
+
+    with setup.operator(**periods):
+        wait_for(lambda: annotations().get("credward.io/next-key-id"), "a next key", timeout=60)
+    before = annotations()
+    with setup.operator("restarted", **periods) as again:
+        wait_for(
+            lambda: annotations().get("credward.io/current-key-id") == before["credward.io/next-key-id"],
+            "the published key promoted by the restarted operator",
+            timeout=60,
+        )
+        log = again.log_path.read_text()
+    after = annotations()
+    published = datetime.fromisoformat(before["credward.io/next-key-published-at"].replace("Z", "+00:00"))
+    promoted = datetime.fromisoformat(after["credward.io/current-key-promoted-at"].replace("Z", "+00:00"))
+    assert promoted - published >= timedelta(seconds=JWKS_CACHE + PROPAGATION)  # the wait was not reset, nor cut
+    assert after["credward.io/previous-key-id"] == before["credward.io/current-key-id"]
+    assert "published next key" not in log.split("signs now")[0]  # the restarted operator published nothing first
