@@ -51,6 +51,10 @@ class OperatorSettings:
     cleanup_timeout: timedelta = timedelta(hours=1)
     field_manager: str = "credward-operator"
     liveness_port: int | None = None
+    # Coalesced restarts on rotation (credward.operator.restarts): look at a workload this long after the
+    # first trigger of a burst; wait at most this long for further rotations before restarting.
+    restart_debounce: timedelta = timedelta(seconds=2)
+    restart_max_wait: timedelta = timedelta(minutes=1)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -110,6 +114,8 @@ class OperatorSettings:
             conflict_recheck=duration("conflict_recheck", "CREDWARD_CONFLICT_RECHECK", "5s"),
             cleanup_timeout=duration("cleanup_timeout", "CREDWARD_CLEANUP_TIMEOUT", "1h"),
             liveness_port=port,
+            restart_debounce=duration("restart_debounce", "CREDWARD_RESTART_DEBOUNCE", "2s"),
+            restart_max_wait=duration("restart_max_wait", "CREDWARD_RESTART_MAX_WAIT", "1m"),
         )
 
 
