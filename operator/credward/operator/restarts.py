@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 # kind -> (plural, AppsV1Api method suffix)
 RESOURCES = {"Deployment": "deployments", "StatefulSet": "statefulsets", "DaemonSet": "daemonsets"}
+REASON_REFUSED = "RestartRefused"
 _SUFFIX = {"Deployment": "deployment", "StatefulSet": "stateful_set", "DaemonSet": "daemon_set"}
 
 
@@ -102,7 +103,7 @@ class Restarts:
         self._max_wait = max_wait
         self._field_manager = field_manager
         self._clock = clock
-        self._seen: dict[Key, Seen] = {}
+        self._seen: dict[str, dict[Key, Seen]] = {}  # namespace -> opted-in workloads there
         self._locks: defaultdict[Key, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.requeue = Requeue(self._look, backoff_max=backoff_max.total_seconds())
 
@@ -130,19 +131,26 @@ class Restarts:
         meta = body.get("metadata") or {}
         key = _key(str(meta.get("namespace", "")), kind, str(meta.get("name", "")))
         if event_type == "DELETED" or not rules.wants_restarts(body):
-            self._seen.pop(key, None)
-            self.requeue.forget(key)
+            self._forget(key)
             return
         seen = _seen(kind, body)
-        if self._seen.get(key) != seen:
-            self._seen[key] = seen
+        known = self._seen.setdefault(key[0], {})
+        if known.get(key) != seen:
+            known[key] = seen
             self.requeue.sooner(key, self._debounce)
 
     def secret_event(self, namespace: str, secret: str, credential: str | None) -> None:
         """A credward Secret changed: look at every workload that names it or its credential."""
-        for key, seen in self._seen.items():
-            if key[0] == namespace and (secret in seen.refs.secrets or credential in seen.refs.credentials):
+        for key, seen in self._seen.get(namespace, {}).items():
+            if secret in seen.refs.secrets or credential in seen.refs.credentials:
                 self.requeue.sooner(key, self._debounce)
+
+    def _forget(self, key: Key) -> None:
+        self._seen.get(key[0], {}).pop(key, None)
+        self.requeue.forget(key)
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
 
     # -- one look ----------------------------------------------------------------------------------
 
@@ -165,8 +173,7 @@ class Restarts:
                 self.requeue.sooner(key, wait)
                 return
             except Gone:
-                self._seen.pop(key, None)
-                self.requeue.forget(key)
+                self._forget(key)
                 return
             self.requeue.succeeded(key)
             if delay is not None:
@@ -179,7 +186,7 @@ class Restarts:
         if workload is None:
             raise Gone(f"{what}: not found")
         if not rules.wants_restarts(workload):
-            self._seen.pop(_key(namespace, kind, name), None)
+            self._seen.get(namespace, {}).pop(_key(namespace, kind, name), None)
             return None
         credentials = await self._credentials(namespace)
         views = {c["metadata"]["name"]: CredentialView.from_manifest(c) for c in credentials}
@@ -211,7 +218,14 @@ class Restarts:
             patch["spec"] = {
                 "template": {"metadata": {"annotations": {rules.ANNOTATION_SECRET_DIGEST: decision.digest}}}
             }
-        await self._patch(kind, namespace, name, patch)
+        involved = {**workload, "apiVersion": "apps/v1", "kind": kind}
+        try:
+            await self._patch(kind, namespace, name, patch)
+        except Refused as exc:  # e.g. an admission webhook or policy: say so on the workload, once per outage
+            if self.requeue.failures(_key(namespace, kind, name)) == 0:
+                message = f"Could not write {rules.ANNOTATION_SECRET_IDS} ({decision.why}): {exc}"
+                await self._kube.post_event(involved, Event("Warning", REASON_REFUSED, message))
+            raise
         log.info(
             "%s: restart check: %s (%s)",
             what,
@@ -219,7 +233,6 @@ class Restarts:
             "rolling restart" if decision.action == "restart" else "recorded",
         )
         if (event := decision.event) is not None:
-            involved = {**workload, "apiVersion": "apps/v1", "kind": kind}
             await self._kube.post_event(involved, Event(*event))
         return None
 
