@@ -107,6 +107,19 @@ def workload_writes(plane: ControlPlane, namespace: str, kind: str, name: str) -
     ]
 
 
+def writes_of(plane: ControlPlane, namespace: str, kind: str, name: str, count: int) -> list[dict[str, Any]]:
+    """The operator's writes to the workload, once at least ``count`` are in the audit log (written after the
+    response), exactly ``count`` of them."""
+
+    def enough() -> list[dict[str, Any]] | None:
+        writes = workload_writes(plane, namespace, kind, name)
+        return writes if len(writes) >= count else None
+
+    writes = wait_for(enough, f"{count} write(s) of {kind} {name} in the audit log")
+    assert len(writes) == count, [f"{w['verb']} {w['requestURI']}" for w in writes]
+    return writes
+
+
 def wait_checked(operator: ChildProcess, offset: int, namespace: str, kind: str, name: str) -> None:
     """Until the operator's log (after ``offset``) says it looked at the workload and found it up to date."""
     line = f"{namespace}/{kind}/{name}: restart check: up to date"
@@ -141,7 +154,7 @@ def test_credentials_rotated_together_restart_each_workload_once_and_an_operator
         obj = wait_workload(control_plane, namespace, kind, name, lambda o: record_of(o) is not None, "recorded")
         assert record_of(obj) == format_record({c: before[c] for c in creds})
         assert template_digest(obj) is None
-        assert len(workload_writes(control_plane, namespace, kind, name)) == 1
+        writes_of(control_plane, namespace, kind, name, 1)
     wait_for(lambda: len(replicasets(control_plane, namespace, "web")) == 1, "the Deployment's first ReplicaSet")
 
     # Every credential rotated in one kubectl call (the requests land within milliseconds).
@@ -157,7 +170,7 @@ def test_credentials_rotated_together_restart_each_workload_once_and_an_operator
         restarted = format_record(want)
         obj = wait_workload(control_plane, namespace, kind, name, has_record(restarted), "restarted for the rotation")
         assert template_digest(obj) == digest(want)
-        assert len(workload_writes(control_plane, namespace, kind, name)) == 2, f"{kind} {name}: restarted twice"
+        writes_of(control_plane, namespace, kind, name, 2)  # the record, then one restart
     # The restart came only once each new secret was in its Secret, while the old one is still accepted.
     for c in rotating:
         secret = get(control_plane, "secret", f"{c}-credentials", namespace)
@@ -170,8 +183,8 @@ def test_credentials_rotated_together_restart_each_workload_once_and_an_operator
 
     # A restarted operator looks at every workload once, and writes nothing.
     operator.stop()
-    writes = {key: len(workload_writes(control_plane, namespace, *key)) for key in uses}
-    assert set(writes.values()) == {2}  # the record, then the one restart
+    for key in uses:
+        writes_of(control_plane, namespace, *key, 2)
     offset = operator.log_path.stat().st_size
     operator.start()
     for kind, name in uses:
@@ -180,7 +193,7 @@ def test_credentials_rotated_together_restart_each_workload_once_and_an_operator
         current = get(control_plane, kind, name, namespace)
         assert current is not None
         assert template_digest(current) == digest({c: after[c] for c in uses[kind, name]})
-        assert len(workload_writes(control_plane, namespace, kind, name)) == 2
+        writes_of(control_plane, namespace, kind, name, 2)
     assert len(replicasets(control_plane, namespace, "web")) == 2  # one rolling restart: one new ReplicaSet
 
     # The workload without the annotation was never touched.
@@ -258,5 +271,6 @@ def test_no_restart_before_the_new_secret_is_in_the_secret(
         and ref.get("namespace") == namespace
         and ref.get("name") == "late-credentials"
     ]
-    restart = workload_writes(control_plane, namespace, "Deployment", "waiting")[-1]
-    assert secret_writes[-1]["stageTimestamp"] < restart["requestReceivedTimestamp"]
+    record, restart = writes_of(control_plane, namespace, "Deployment", "waiting", 2)
+    rotation = next(w for w in secret_writes if w["requestReceivedTimestamp"] > record["stageTimestamp"])
+    assert rotation["stageTimestamp"] < restart["requestReceivedTimestamp"]
