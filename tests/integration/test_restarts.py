@@ -67,13 +67,19 @@ def secret_id(plane: ControlPlane, namespace: str, credential_name: str) -> str:
 
 
 def wait_workload(
-    plane: ControlPlane, namespace: str, kind: str, name: str, check: Callable[[dict[str, Any]], bool], what: str
+    plane: ControlPlane,
+    namespace: str,
+    kind: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    what: str,
+    timeout: float = 30.0,
 ) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
         obj = get(plane, kind, name, namespace)
         return obj if obj is not None and check(obj) else None
 
-    return wait_for(found, f"{kind} {name} {what}")
+    return wait_for(found, f"{kind} {name} {what}", timeout=timeout)
 
 
 def record_of(obj: dict[str, Any] | None) -> str | None:
@@ -274,3 +280,33 @@ def test_no_restart_before_the_new_secret_is_in_the_secret(
     record, restart = writes_of(control_plane, namespace, "Deployment", "waiting", 2)
     rotation = next(w for w in secret_writes if w["requestReceivedTimestamp"] > record["stageTimestamp"])
     assert rotation["stageTimestamp"] < restart["requestReceivedTimestamp"]
+
+
+def test_a_restart_waits_for_a_credential_about_to_rotate(
+    control_plane: ControlPlane, operator: ChildProcess, namespace: str
+) -> None:
+    """Not timing: the second credential rotates tens of seconds after the first, and there is still one restart."""
+    apply(control_plane, credential("soon", rotation={"period": "1m", "gracePeriod": "20s"}), namespace)
+    apply(control_plane, credential("now"), namespace)
+    ready(control_plane, namespace, "now")
+    status = ready(control_plane, namespace, "soon")["status"]
+    apply(control_plane, workload("Deployment", "both", ["now", "soon"]), namespace)
+    wait_workload(control_plane, namespace, "deployment", "both", lambda o: record_of(o) is not None, "recorded")
+    first = {c: secret_id(control_plane, namespace, c) for c in ("now", "soon")}
+    assert first["soon"] == status["activeSecrets"][0]["id"], "soon rotated before the test could start"
+    offset = operator.log_path.stat().st_size
+
+    control_plane.kubectl("annotate", "sac", "now", "-n", namespace, "credward.io/rotate=first")
+
+    def both_rotated() -> dict[str, str] | None:
+        ids = {c: secret_id(control_plane, namespace, c) for c in ("now", "soon")}
+        return ids if all(ids[c] != first[c] for c in ids) else None
+
+    after = wait_for(both_rotated, "both credentials to rotate (soon on its 1m schedule)", timeout=90)
+    obj = wait_workload(
+        control_plane, namespace, "deployment", "both", has_record(format_record(after)), "restarted", timeout=90
+    )
+    assert template_digest(obj) == digest(after)
+    writes_of(control_plane, namespace, "Deployment", "both", 2)  # the record, then one restart for both
+    log = operator.log_path.read_text()[offset:]
+    assert f"{namespace}/Deployment/both: restart check: now rotated; waiting for soon to rotate too" in log
