@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tests.support.service import SecurityServer
 from credward.devcluster import ControlPlane
 from credward.devcluster.processes import OPERATOR_USER, ChildProcess
 from credward.domain.restarts import ANNOTATION_SECRET_DIGEST, ANNOTATION_SECRET_IDS, digest, format_record
+from credward.domain.timefmt import parse_rfc3339
 
 pytestmark = pytest.mark.integration
 
@@ -294,8 +296,10 @@ def test_a_restart_waits_for_a_credential_about_to_rotate(
     wait_workload(control_plane, namespace, "deployment", "both", lambda o: record_of(o) is not None, "recorded")
     first = {c: secret_id(control_plane, namespace, c) for c in ("now", "soon")}
     assert first["soon"] == status["activeSecrets"][0]["id"], "soon rotated before the test could start"
+    # Rotate "now" about 30s before "soon" is due: inside the restart's 1m wait, with a wide margin either way.
+    soon_at = parse_rfc3339(status["nextRotationTime"])
+    wait_for(lambda: soon_at - datetime.now(UTC) <= timedelta(seconds=30), "soon's rotation to be 30s away", timeout=60)
     offset = operator.log_path.stat().st_size
-
     control_plane.kubectl("annotate", "sac", "now", "-n", namespace, "credward.io/rotate=first")
 
     def both_rotated() -> dict[str, str] | None:
