@@ -39,11 +39,14 @@ from credward.api import (
     ROLEBINDING_PLURAL,
     VERSION,
 )
+from credward.domain.restarts import ANNOTATION_RESTART_ON_ROTATION
 from credward.domain.signing_keys import KeyPolicy
 from credward.errors import SettingsError, TransientError
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube, load_config
 from credward.operator.metrics import HealthServer, OperatorMetrics
+from credward.operator.restarts import RESOURCES as RESTART_RESOURCES
+from credward.operator.restarts import Restarts
 from credward.operator.service import AdminClient
 from credward.operator.settings import OperatorSettings, read_hash_key
 from credward.operator.shared_secrets import NamespaceSecrets, ensure_signing_keys, hash_key_from_secret
@@ -170,6 +173,50 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         account = (kwargs["spec"] or {}).get("serviceAccount")
         if account:
             state["controller"].trigger(kwargs["namespace"], account)
+
+    # -- coalesced restarts on rotation (credward.operator.restarts, docs/operator.md) -------------------------
+    # Workloads that opted in are looked at when their template or credward's annotations change and when a
+    # credward Secret they name changes; each look decides afresh from what is stored.
+
+    @kopf.on.startup(registry=registry)
+    async def restarts_startup(**_: Any) -> None:
+        stack = AsyncExitStack()
+        state["restarts_stack"] = stack
+        state["restarts"] = await stack.enter_async_context(
+            Restarts.connect(
+                debounce=settings.restart_debounce,
+                max_wait=settings.restart_max_wait,
+                field_manager=settings.field_manager,
+                backoff_max=settings.backoff_max,
+            )
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def restarts_cleanup(**_: Any) -> None:
+        stack: AsyncExitStack | None = state.pop("restarts_stack", None)
+        if stack is not None:
+            await stack.aclose()
+
+    def restart_workload_handler(kind: str, plural: str) -> None:
+        @kopf.on.event(
+            "apps",
+            "v1",
+            plural,
+            id=f"restart-{plural}",
+            annotations={ANNOTATION_RESTART_ON_ROTATION: "true"},
+            registry=registry,
+        )
+        async def workload_event(**kwargs: Any) -> None:
+            state["restarts"].workload_event(kind, kwargs["type"], kwargs["body"])
+
+    for kind, plural in RESTART_RESOURCES.items():
+        restart_workload_handler(kind, plural)
+
+    @kopf.on.event("", "v1", "secrets", id="restart-secret", registry=registry)
+    async def restart_secret_event(**kwargs: Any) -> None:
+        if kwargs["type"] is None:
+            return  # the initial listing: every opted-in workload is looked at once anyway
+        state["restarts"].secret_event(kwargs["namespace"], kwargs["name"], owner_credential(kwargs["meta"]))
 
     return registry
 

@@ -62,6 +62,10 @@ class OperatorSettings:
     signing_key_jwks_cache: timedelta = timedelta(minutes=5)
     signing_key_propagation: timedelta = timedelta(minutes=2)
     signing_key_clock_skew: timedelta = timedelta(minutes=1)
+    # Coalesced restarts on rotation (credward.operator.restarts): look at a workload this long after the
+    # first trigger of a burst; wait at most this long for further rotations before restarting.
+    restart_debounce: timedelta = timedelta(seconds=2)
+    restart_max_wait: timedelta = timedelta(minutes=1)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -163,6 +167,8 @@ class OperatorSettings:
             signing_key_jwks_cache=jwks_cache,
             signing_key_propagation=propagation,
             signing_key_clock_skew=clock_skew,
+            restart_debounce=duration("restart_debounce", "CREDWARD_RESTART_DEBOUNCE", "2s"),
+            restart_max_wait=duration("restart_max_wait", "CREDWARD_RESTART_MAX_WAIT", "1m"),
         )
 
 
