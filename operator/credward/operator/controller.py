@@ -419,7 +419,7 @@ class CredentialController:
         await self._write_bindings(namespace, rolebinding.orphan_updates(bindings, name, self._clock()))
 
     async def _finalize(self, body: dict[str, Any]) -> float | None:
-        """Remove the account from the service, then let the deletion go on; never block it forever."""
+        """Revoke and remove the account in the service, then let the deletion go on; never block it forever."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if FINALIZER not in (meta.get("finalizers") or ()):
@@ -432,8 +432,11 @@ class CredentialController:
         action = cleanup_action(client_id, annotations, since, now, timeout, last_failed=False)
         if action == "delete" and client_id is not None:
             try:
+                # Revoked first: the feed tells validators to refuse the account's live tokens, which the
+                # deletion alone would leave valid until their exp. Both are idempotent, so a crash between is fine.
+                await self._service.revoke(client_id)
                 await self._service.delete_account(client_id)
-                log.info("%s/%s: removed client %s from the security service", *key, client_id)
+                log.info("%s/%s: revoked and removed client %s from the security service", *key, client_id)
             except (ServiceUnavailable, ServiceRefused) as exc:
                 action = cleanup_action(client_id, annotations, since, now, timeout, last_failed=True)
                 if action != "give-up":
