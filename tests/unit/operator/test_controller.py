@@ -262,7 +262,7 @@ async def test_a_rotation_registers_the_old_secrets_deadline_only_after_the_secr
     client_id = kube.credentials[KEY]["status"]["clientId"]
     first = deadlines(service, client_id)[0][0]
     kube.credentials[KEY]["metadata"]["annotations"] = {"credward.io/rotate": "now"}
-    kube.fail["apply_secret"] = KubeRefused(422, "a policy refuses it")
+    kube.fail["apply_secret"] = KubeRefused("a policy refuses it", 422)
     await controller.reconcile(*KEY)
     # The new secret is registered beside the old one, but with no deadline while the Secret holds the old one.
     held = deadlines(service, client_id)
@@ -272,9 +272,9 @@ async def test_a_rotation_registers_the_old_secrets_deadline_only_after_the_secr
     service.calls.clear()
     await controller.reconcile(*KEY)
     assert service.calls.count("put_account") == 2  # the new secret, then (Secret written) the old one's deadline
-    held = dict(deadlines(service, client_id))
-    assert held[first] == "2026-11-22T12:10:00Z"
-    assert [v for k, v in held.items() if k != first] == [None]
+    final = dict(deadlines(service, client_id))
+    assert final[first] == "2026-11-22T12:10:00Z"
+    assert [v for k, v in final.items() if k != first] == [None]
 
 
 async def test_deletion_revokes_the_account_before_removing_it(world: Any) -> None:
