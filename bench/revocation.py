@@ -174,9 +174,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--revocations", type=int, default=40, help="per kind (spec.revoked and deletion)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "revocation.json")
+    parser.add_argument("--state", type=Path, help="keep the control plane's and the services' files (logs) here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="credward-bench-") as tmp:
-        result = run(args.revocations, Path(tmp))
+    if args.state is not None:
+        result = run(args.revocations, args.state)
+    else:
+        with tempfile.TemporaryDirectory(prefix="credward-bench-") as tmp:
+            result = run(args.revocations, Path(tmp))
     text = json.dumps(result, indent=2)
     print(text)
     args.out.write_text(text + "\n")

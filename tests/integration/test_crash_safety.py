@@ -30,6 +30,7 @@ pytestmark = pytest.mark.integration
 
 GRACE = 6.0  # seconds: the tests keep a killed operator down for longer than this
 ROTATION = {"period": "1m", "gracePeriod": f"{GRACE:.0f}s"}
+KILLS = 15  # about 75 s: each cycle is alive 0.3-4 s, then down 0-4 s
 StartOperator = Callable[..., ChildProcess]
 
 
@@ -110,9 +111,8 @@ def test_kills_at_random_moments_during_rotations(
         apply(control_plane, credential(n, rotation={"period": "1m", "gracePeriod": "3s"}), namespace)
     for n in names:
         ready(control_plane, namespace, n)
-    kills, requests, deadline = 0, 0, time.monotonic() + 60
-    rotated = dict.fromkeys(names, "")
-    while time.monotonic() < deadline:
+    kills, requests = 0, 0
+    while kills < KILLS:
         # Alive for 0.3-4 s while rotations are asked for and checked, then SIGKILL, down for 0-4 s.
         alive_until = time.monotonic() + rng.uniform(0.3, 4.0)
         while time.monotonic() < alive_until:
@@ -122,7 +122,6 @@ def test_kills_at_random_moments_during_rotations(
                 if rng.random() < 0.5:
                     requests += 1
                     annotate_rotate(control_plane, namespace, n, f"{requests}")
-                    rotated[n] = f"{requests}"
         proc.kill()
         kills += 1
         down_until = time.monotonic() + rng.uniform(0.0, 4.0)
@@ -135,5 +134,4 @@ def test_kills_at_random_moments_during_rotations(
     for watch in watches:
         wait_for(watch.converged, f"{watch.name} to converge after {kills} kills", timeout=90, interval=0.5)
     distinct = sum(len(w.seen) for w in watches)
-    assert kills >= 10
-    assert distinct >= 2 * len(names) + 3  # the kills hit real rotations, not an idle operator
+    assert distinct >= 3 * len(names)  # the kills hit real rotations, not an idle operator
