@@ -108,7 +108,7 @@ def test_kills_at_random_moments_during_rotations(
     watches = [Watch(control_plane, security, namespace, n) for n in names]
     proc = start_operator()
     for n in names:
-        apply(control_plane, credential(n, rotation={"period": "1m", "gracePeriod": "3s"}), namespace)
+        apply(control_plane, credential(n, rotation={"period": "1m", "gracePeriod": "5s"}), namespace)
     for n in names:
         ready(control_plane, namespace, n)
     kills, requests = 0, 0

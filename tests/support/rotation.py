@@ -41,7 +41,17 @@ class Watch:
         return f"{self.name}-credentials"
 
     def check(self) -> dict[str, str] | None:
-        """The invariant, now: returns the Secret's data (None while no Secret exists yet)."""
+        """The invariant, now: returns the Secret's data (None while no Secret exists yet).
+
+        What the service holds is read *before* the Secret: a rotation between the two reads then only adds
+        secrets without deadlines, while the other order could see the old current secret's new deadline.
+        """
+        if self.client_id is None:
+            first = get(self.plane, "secret", self.secret_name, self.namespace)
+            if first is None:
+                return None
+            self.client_id = decoded(first)[KEY_CLIENT_ID]
+        held = self.held_deadlines()
         secret = get(self.plane, "secret", self.secret_name, self.namespace)
         if secret is None:
             return None
@@ -58,7 +68,6 @@ class Watch:
             f"the token endpoint refused the secret {notes.get(ANNOTATION_SECRET_ID)} in Secret "
             f"{self.namespace}/{self.secret_name}: HTTP {response.status_code}"
         )
-        held = self.held_deadlines()
         current_id = notes.get(ANNOTATION_SECRET_ID)
         assert held.get(current_id) is None, f"the Secret's current secret {current_id} has a deadline in the service"
         previous_id, recorded = notes.get(ANNOTATION_PREVIOUS_ID), notes.get(ANNOTATION_PREVIOUS_NOT_AFTER)
