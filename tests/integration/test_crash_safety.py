@@ -105,7 +105,9 @@ def test_kills_at_random_moments_during_rotations(
     """Seeded: a failure names its seed, and the same seed replays the same kill schedule."""
     rng = random.Random(11)
     names = ["r0", "r1", "r2"]
-    watches = [Watch(control_plane, security, namespace, n) for n in names]
+    watches = [
+        Watch(control_plane, security, namespace, n, probe_address=f"127.0.{i + 3}.2") for i, n in enumerate(names)
+    ]
     proc = start_operator()
     for n in names:
         apply(control_plane, credential(n, rotation={"period": "1m", "gracePeriod": "5s"}), namespace)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
+
 from credward.api import ANNOTATION_SECRET_ID, KEY_CLIENT_ID, KEY_CLIENT_SECRET, KEY_PREVIOUS_CLIENT_SECRET
 from credward.devcluster import ControlPlane
 from credward.domain.credential import ANNOTATION_PREVIOUS_ID, ANNOTATION_PREVIOUS_NOT_AFTER
@@ -33,8 +35,10 @@ class Watch:
     namespace: str
     name: str
     seen: set[str] = field(default_factory=set)  # values only in memory, never printed
+    refused: set[str] = field(default_factory=set)  # seen values the service has refused (retired for good)
     checks: int = 0
     client_id: str | None = None
+    probe_address: str = "127.0.0.2"
 
     @property
     def secret_name(self) -> str:
@@ -100,11 +104,25 @@ class Watch:
         active = [s["id"] for s in obj["status"].get("activeSecrets", [])]
         if sorted(str(k) for k in self.held_deadlines()) != active:
             return False
+        return all(self.is_refused(value) for value in self.seen - {data[KEY_CLIENT_SECRET]})
+
+    def is_refused(self, value: str) -> bool:
+        """Ask once more for a token with a value the Secret no longer holds (remembered once refused).
+
+        From its own loopback source address: the service throttles an address after 50 refused requests a
+        minute (429 for *every* request from it), which must never hit the checks that expect a token.
+        """
+        if value in self.refused:
+            return True
         assert self.client_id is not None
-        for value in self.seen - {data[KEY_CLIENT_SECRET]}:
-            if self.security.token(self.client_id, value).status_code != 401:
-                return False
-        return True
+        transport = httpx.HTTPTransport(local_address=self.probe_address)
+        with httpx.Client(base_url=self.security.base_url, transport=transport, timeout=10) as http:
+            response = http.post(
+                "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(self.client_id, value)
+            )
+        if response.status_code == 401:
+            self.refused.add(value)
+        return value in self.refused
 
 
 def now() -> datetime:
