@@ -96,7 +96,8 @@ def test_a_kill_at_each_step_never_strands_the_workload(
 
     start_operator()
     wait_for(watch.converged, f"convergence after a kill at {point}", timeout=60 + 2 * GRACE, interval=0.5)
-    assert watch.checks >= 3
+    checks = watch.checks
+    assert checks >= (1 if data is None else 3), f"{checks} looks found a Secret"
 
 
 def test_kills_at_random_moments_during_rotations(

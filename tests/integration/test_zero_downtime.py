@@ -45,8 +45,8 @@ class Kubelet:
     name: str
     volume: Path
     lag: float
-    versions: list[tuple[float, dict[str, str]]] = field(default_factory=list)  # (seen at, data)
-    mounted: list[str] = field(default_factory=list)  # each client-secret value written, in order (memory only)
+    versions: list[tuple[float, dict[str, str]]] = field(default_factory=list, repr=False)  # (seen at, data)
+    mounted: list[str] = field(default_factory=list, repr=False)  # each client-secret value written (memory only)
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
 

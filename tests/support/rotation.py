@@ -34,8 +34,8 @@ class Watch:
     security: SecurityServer
     namespace: str
     name: str
-    seen: set[str] = field(default_factory=set)  # values only in memory, never printed
-    refused: set[str] = field(default_factory=set)  # seen values the service has refused (retired for good)
+    seen: set[str] = field(default_factory=set, repr=False)  # values only in memory, never printed
+    refused: set[str] = field(default_factory=set, repr=False)  # seen values the service refused (retired for good)
     checks: int = 0
     client_id: str | None = None
     probe_address: str = "127.0.0.2"
