@@ -546,6 +546,8 @@ class TokenValidator:
                     backoff = 1.0
                     self._feed_answered()
                 except IssuerUnavailable as exc:
+                    if self._stop.is_set():
+                        return  # closed while a poll was in flight: nothing is lost, nothing to tell
                     self._feed_failed(exc, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
