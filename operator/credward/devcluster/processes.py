@@ -56,7 +56,8 @@ class ChildProcess:
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
-    def start(self) -> None:
+    def start(self, *, wait_ready: bool = True) -> None:
+        """Start it and (unless ``wait_ready`` is false) wait until ``health_url`` answers 200."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._popen = subprocess.Popen(
@@ -67,6 +68,8 @@ class ChildProcess:
                 env=self.env,
                 preexec_fn=_die_with_parent,
             )
+        if not wait_ready:
+            return
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             code = self._popen.poll()
@@ -81,6 +84,27 @@ class ChildProcess:
             time.sleep(0.2)
         self.stop()
         raise ControlPlaneError(f"{self.name} was not healthy within {self.timeout:.0f}s; log: {self.log_path}")
+
+    def kill(self) -> int:
+        """SIGKILL, as a node failure or an OOM kill ends a process: no cleanup at all. Returns the exit code."""
+        if self._popen is None:
+            return 0
+        if self._popen.poll() is None:
+            self._popen.kill()
+        code = self._popen.wait()
+        self._popen = None
+        return code
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once it has ended on its own within ``timeout`` seconds, else None (still running)."""
+        if self._popen is None:
+            return None
+        try:
+            code = self._popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._popen = None
+        return code
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (a graceful shutdown, as a kubelet does), SIGKILL after ``timeout``."""
@@ -110,8 +134,8 @@ def operator_process(
     """``credward operator run`` as user ``credward-operator``, so the audit log tells its writes apart.
 
     ``hash_key_file`` is the security service's secret-hash key; ``token_file`` holds the bearer token
-    of its admin API (``--admin-auth=bearer-file``). ``env`` adds ``CREDWARD_*`` settings.
-    ``namespaces`` limits what it watches (default: every namespace).
+    of its admin API (``--admin-auth=bearer-file``). ``env`` adds ``CREDWARD_*`` settings. It watches
+    ``namespaces`` only, or every namespace when none are given.
     """
     port = free_port()
     kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])

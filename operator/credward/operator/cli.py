@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from credward.operator import faults
 from credward.operator.settings import OperatorSettings, SettingsError
 from credward.webhook import WebhookSettings, WebhookSettingsError
 
@@ -70,6 +71,10 @@ def _run(args: argparse.Namespace) -> int:
         webhook = WebhookSettings.from_env(port=args.webhook_port, security_base_url=settings.security_base_url)
     except (SettingsError, WebhookSettingsError) as exc:
         logging.getLogger("credward").error("invalid configuration: %s", exc)
+        return 2
+    fault = faults.misconfigured()
+    if fault is not None:
+        logging.getLogger("credward").error("invalid configuration: %s", fault)
         return 2
     from kopf._core.engines.activities import ActivityError
 
