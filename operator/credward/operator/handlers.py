@@ -39,6 +39,7 @@ from credward.api import (
 )
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube
+from credward.operator.leader import LeaderElector
 from credward.operator.metrics import HealthServer, OperatorMetrics
 from credward.operator.service import AdminClient
 from credward.operator.settings import OperatorSettings, read_hash_key
@@ -85,11 +86,24 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
             await health.start()
             stack.push_async_callback(health.stop)
+        runtime: WebhookRuntime | None = None
+        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
+            runtime = await WebhookRuntime.start_from_settings(webhook, leading=settings.leader_election is None)
+            stack.push_async_callback(runtime.stop)
+        # --- leader election: every replica serves the webhook and /healthz; only the leader goes on from here.
+        # kopf starts no watch before this handler returns, so a standby reconciles nothing.
+        if settings.leader_election is not None:
+            try:
+                elector = await stack.enter_async_context(LeaderElector.connect(settings.leader_election))
+                await elector.acquire()
+                if runtime is not None:
+                    await runtime.lead()
+            except BaseException:  # stopped while waiting (SIGTERM): kopf runs no cleanup for a startup cut short
+                await stack.aclose()
+                raise
+        # --- end of leader election
         await controller.refresh_info()
         state["poller"] = asyncio.create_task(controller.poll_info_forever())
-        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
-            runtime = await WebhookRuntime.start_from_settings(webhook)
-            stack.push_async_callback(runtime.stop)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
