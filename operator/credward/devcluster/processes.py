@@ -82,6 +82,19 @@ class ChildProcess:
         self.stop()
         raise ControlPlaneError(f"{self.name} was not healthy within {self.timeout:.0f}s; log: {self.log_path}")
 
+    def kill(self) -> None:
+        """SIGKILL: a crash, as when a node dies (no handler runs, nothing is released)."""
+        if self._popen is None:
+            return
+        self._popen.kill()
+        self._popen.wait()
+        self._popen = None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended by itself, else None."""
+        return None if self._popen is None else self._popen.poll()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (a graceful shutdown, as a kubelet does), SIGKILL after ``timeout``."""
         if self._popen is None:
