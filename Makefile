@@ -91,4 +91,5 @@ IMAGE ?= credward:dev
 image: ## Build the container image (docker or podman) from the Dockerfile and requirements*.lock; IMAGE=name:tag.
 	@engine=$$(command -v docker || command -v podman || true); \
 	if [ -z "$$engine" ]; then echo "make image needs a container engine: neither docker nor podman is installed" >&2; exit 1; fi; \
+	if ! "$$engine" info >/dev/null 2>&1; then echo "make image: $$engine is installed but its daemon does not answer ($$engine info failed)" >&2; exit 1; fi; \
 	echo "$$engine build -t $(IMAGE) ."; "$$engine" build -t $(IMAGE) .
