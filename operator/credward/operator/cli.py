@@ -71,7 +71,14 @@ def _run(args: argparse.Namespace) -> int:
     except (SettingsError, WebhookSettingsError) as exc:
         logging.getLogger("credward").error("invalid configuration: %s", exc)
         return 2
-    asyncio.run(run_operator(settings, webhook=webhook))
+    from kopf._core.engines.activities import ActivityError
+
+    try:
+        asyncio.run(run_operator(settings, webhook=webhook))
+    except ActivityError as exc:  # a startup step failed for good, e.g. a malformed shared Secret (already logged)
+        causes = "; ".join(str(o.exception) for o in exc.outcomes.values() if o.exception is not None)
+        logging.getLogger("credward").error("cannot start: %s", causes or exc)
+        return 2
     return 0
 
 
