@@ -15,14 +15,26 @@ help: ## List the targets.
 
 ##@ Development
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the locked set (hashes checked), then credward itself without resolving anything; pip check fails
+# when pyproject.toml asks for something the lock does not hold (run `make lock`).
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PYTHON) -m pip check
 	touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv and install credward with its dev tools.
+install: $(VENV)/.installed ## Create .venv and install credward with its dev tools, as pinned in requirements-dev.lock.
+
+LOCK_FLAGS = --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+
+.PHONY: lock
+lock: install ## Re-pin requirements*.lock from pyproject.toml (keeps current pins; UPGRADE=1 takes the newest allowed).
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements.lock
+	$(VENV)/bin/uv pip compile --group build $(LOCK_FLAGS) -o requirements-build.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --group build \
+	  -c requirements.lock -c requirements-build.lock $(LOCK_FLAGS) -o requirements-dev.lock
 
 .PHONY: controlplane
 controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd and kstatus.
@@ -75,3 +87,14 @@ bench-revocation: install controlplane ## Revocation (spec.revoked, deletion) to
 .PHONY: bench-webhook
 bench-webhook: install controlplane ## Pod create p50/p99 with and without the webhook's opt-in label, and its request rate per core (bench/webhook.json).
 	$(PYTHON) -m bench.webhook $(BENCH_ARGS)
+
+##@ Packaging
+
+IMAGE ?= credward:dev
+
+.PHONY: image
+image: ## Build the container image (docker or podman) from the Dockerfile and requirements*.lock; IMAGE=name:tag.
+	@engine=$$(command -v docker || command -v podman || true); \
+	if [ -z "$$engine" ]; then echo "make image needs a container engine: neither docker nor podman is installed" >&2; exit 1; fi; \
+	if ! "$$engine" info >/dev/null 2>&1; then echo "make image: $$engine is installed but its daemon does not answer ($$engine info failed)" >&2; exit 1; fi; \
+	echo "$$engine build -t $(IMAGE) ."; "$$engine" build -t $(IMAGE) .

@@ -106,6 +106,11 @@ class ChildProcess:
         self._popen = None
         return code
 
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code once the process has ended by itself, else None."""
+        return None if self._popen is None else self._popen.poll()
+
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (a graceful shutdown, as a kubelet does), SIGKILL after ``timeout``."""
         if self._popen is None:

@@ -44,6 +44,7 @@ from credward.domain.signing_keys import KeyPolicy
 from credward.errors import SettingsError, TransientError
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube, load_config
+from credward.operator.leader import LeaderElector
 from credward.operator.metrics import HealthServer, OperatorMetrics
 from credward.operator.restarts import RESOURCES as RESTART_RESOURCES
 from credward.operator.restarts import Restarts
@@ -93,6 +94,23 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
             await health.start()
             stack.push_async_callback(health.stop)
+        runtime: WebhookRuntime | None = None
+        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
+            runtime = await WebhookRuntime.start_from_settings(webhook, leading=settings.leader_election is None)
+            stack.push_async_callback(runtime.stop)
+        # --- leader election: every replica serves the webhook and /healthz; only the leader goes on from here.
+        # kopf starts no watch before this handler returns, so a standby reconciles nothing.
+        elector: LeaderElector | None = None
+        if settings.leader_election is not None:
+            try:
+                elector = await stack.enter_async_context(LeaderElector.connect(settings.leader_election))
+                await elector.acquire()
+                if runtime is not None:
+                    await runtime.lead()
+            except BaseException:  # stopped while waiting (SIGTERM): kopf runs no cleanup for a startup cut short
+                await stack.aclose()
+                raise
+        # --- end of leader election
         await controller.refresh_info()
         state["poller"] = asyncio.create_task(controller.poll_info_forever())
         # -- signing-key rotation (docs/operator.md, "Signing keys") --------------------------------------------
@@ -115,16 +133,13 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
                 settings.signing_key_alg,
                 max_token_ttl=max_token_ttl,
                 post_event=kube.post_event,
-                # Leader election (CREDWARD_LEADER_ELECTION): pass the elector's "am I the leader" check here.
-                is_leader=lambda: True,
+                # Started only once this replica leads (above); a leader that loses the Lease exits.
+                is_leader=lambda: elector is None or elector.leading,
                 resync=settings.resync,
                 recheck=settings.info_interval,
                 backoff_max=settings.backoff_max,
             )
             state["signing"] = asyncio.create_task(manager.run_forever())
-        if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
-            runtime = await WebhookRuntime.start_from_settings(webhook)
-            stack.push_async_callback(runtime.stop)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,13 +21,14 @@ from urllib.parse import urlsplit
 from credward.domain.credential import Endpoints
 from credward.domain.durations import format_duration, parse_duration
 from credward.domain.jwk import SigningAlgorithm
+from credward.domain.leadership import LeaseTiming
 from credward.domain.secrets import parse_hash_key
 from credward.errors import HashKeyError, InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
-__all__ = ["OperatorSettings", "SettingsError", "read_hash_key"]
+__all__ = ["LeaderElectionSettings", "OperatorSettings", "SettingsError", "read_hash_key"]
 
 
 def read_hash_key(path: Path) -> bytes:
@@ -53,6 +56,7 @@ class OperatorSettings:
     cleanup_timeout: timedelta = timedelta(hours=1)
     field_manager: str = "credward-operator"
     liveness_port: int | None = None
+    leader_election: LeaderElectionSettings | None = None  # None: this replica always leads
     # -- shared Secrets and signing-key rotation (docs/operator.md, "Shared Secrets", "Signing keys") --
     pod_namespace: str | None = None  # CREDWARD_POD_NAMESPACE: where credward runs and its shared Secrets live
     hash_key_secret: str | None = None
@@ -159,6 +163,7 @@ class OperatorSettings:
             conflict_recheck=duration("conflict_recheck", "CREDWARD_CONFLICT_RECHECK", "5s"),
             cleanup_timeout=duration("cleanup_timeout", "CREDWARD_CLEANUP_TIMEOUT", "1h"),
             liveness_port=port,
+            leader_election=leader_election_from_env(env),
             pod_namespace=pod_namespace,
             hash_key_secret=hash_key_secret,
             signing_keys_secret=signing_keys_secret,
@@ -179,3 +184,57 @@ def _check_url(key: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SettingsError(f"{key}: {value!r} is not an http(s) URL")
+
+
+# --- leader election (several operator replicas; credward.operator.leader) ---------------------------------
+
+_DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@dataclass(frozen=True)
+class LeaderElectionSettings:
+    """Which Lease the replicas compete for, this replica's identity in it, and the timing rules."""
+
+    namespace: str
+    identity: str
+    lease: str = "credward-operator"
+    timing: LeaseTiming = field(default_factory=LeaseTiming)
+
+
+def leader_election_from_env(env: Mapping[str, str]) -> LeaderElectionSettings | None:
+    """``CREDWARD_LEADER_ELECTION=true`` and its keys; None when it is off (the default: one replica)."""
+    enabled = env.get("CREDWARD_LEADER_ELECTION", "false").strip().lower()
+    if enabled not in ("true", "false"):
+        raise SettingsError(f"CREDWARD_LEADER_ELECTION: {enabled!r} is neither true nor false")
+    if enabled == "false":
+        return None
+    namespace = env.get("CREDWARD_POD_NAMESPACE", "").strip()
+    if not namespace:
+        raise SettingsError(
+            "CREDWARD_POD_NAMESPACE is required with CREDWARD_LEADER_ELECTION=true: the Lease lives in "
+            "credward's own namespace (set it from the downward API, metadata.namespace)"
+        )
+    lease = env.get("CREDWARD_LEADER_ELECTION_LEASE", "credward-operator").strip()
+    if len(lease) > 253 or not _DNS_NAME.match(lease):
+        raise SettingsError(f"CREDWARD_LEADER_ELECTION_LEASE: {lease!r} is not a valid object name")
+    # The Pod's name (downward API) in a cluster; elsewhere host plus a random part, so two processes differ.
+    identity = env.get("CREDWARD_POD_NAME", "").strip() or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+    def seconds(key: str, default: timedelta) -> timedelta:
+        text = env.get(key, "").strip()
+        if not text:
+            return default
+        try:
+            return parse_duration(text)
+        except InvalidSpec as exc:
+            raise SettingsError(f"{key}: {exc}") from None
+
+    defaults = LeaseTiming()
+    lease_duration = seconds("CREDWARD_LEADER_ELECTION_LEASE_DURATION", defaults.lease_duration)
+    renew_deadline = seconds("CREDWARD_LEADER_ELECTION_RENEW_DEADLINE", defaults.renew_deadline)
+    retry_period = seconds("CREDWARD_LEADER_ELECTION_RETRY_PERIOD", defaults.retry_period)
+    try:
+        timing = LeaseTiming(lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period)
+    except InvalidSpec as exc:
+        raise SettingsError(f"CREDWARD_LEADER_ELECTION_*: {exc}") from None
+    return LeaderElectionSettings(namespace=namespace, identity=identity, lease=lease, timing=timing)

@@ -56,19 +56,26 @@ class WebhookRuntime:
         self._serve_task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start_from_settings(cls, settings: WebhookSettings) -> WebhookRuntime:
+    async def start_from_settings(cls, settings: WebhookSettings, *, leading: bool = True) -> WebhookRuntime:
         await load_config()
         runtime = cls(settings, client.ApiClient())
         try:
-            await runtime.start()
+            await runtime.start(leading=leading)
         except BaseException:
             await runtime.stop()
             raise
         return runtime
 
-    async def start(self) -> None:
+    async def start(self, *, leading: bool = True) -> None:
+        """Serve admission; with ``leading`` also keep the certificates, the caBundle and automatic accounts.
+
+        A standby (``leading=False``) serves the stored certificate and writes nothing, except the
+        very first certificates when none are stored yet (before any replica leads; concurrent
+        replicas settle that by optimistic concurrency); :meth:`lead` makes it the writer.
+        """
         await self.credentials.start()
-        await self.tls.sync(publish=False)
+        if leading or not await self.tls.follow():
+            await self.tls.sync(publish=False)
         uconfig = uvicorn.Config(
             self.app,
             host=self.settings.bind,
@@ -86,12 +93,20 @@ class WebhookRuntime:
                 self._serve_task.result()  # raises why it could not listen
                 raise RuntimeError("the webhook server stopped while starting")
             await asyncio.sleep(0.02)
-        await self.tls.sync()
+        self.tls.leading = leading
+        if leading:
+            await self.tls.sync()
+            self.accounts.start()
         self.tls.start()
-        self.accounts.start()
         log.info(
             "webhook serving on %s:%d (%s)", self.settings.bind, self.settings.port, self.settings.url or "service"
         )
+
+    async def lead(self) -> None:
+        """This replica became the leader: publish the caBundle now, then renew certificates and create accounts."""
+        await self.tls.sync()
+        self.tls.leading = True
+        self.accounts.start()
 
     async def stop(self, *, remove_configurations: bool = False) -> None:
         """Stop serving. The configurations stay (opted-in pods wait for a replica) unless asked to remove them."""

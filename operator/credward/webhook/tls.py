@@ -1,11 +1,13 @@
 """Keeps the webhook's certificates: one Secret shared by every replica, the caBundle, and the live TLS context.
 
-Each replica runs :meth:`TLSManager.sync` every ``sync_interval`` (sooner when
-a renewal step is due): it reads the Secret, lets
+The leading replica (every replica when there is no leader election) runs
+:meth:`TLSManager.sync` every ``sync_interval`` (sooner when a renewal step is
+due): it reads the Secret, lets
 :func:`credward.domain.webhook_tls.decide` choose the next step, stores it
 (optimistic concurrency: a replica that loses the race re-reads next time),
 publishes the trust bundle to the webhook configurations, and then serves the
-stored serving certificate. New TLS handshakes pick up a new certificate at
+stored serving certificate. A standby only :meth:`follows <TLSManager.follow>`:
+it serves what the Secret holds and writes nothing. New TLS handshakes pick up a new certificate at
 once (:class:`ServingContext`); connections already open keep theirs, which is
 fine because the bundle still trusts its CA.
 """
@@ -108,6 +110,7 @@ class TLSManager:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
         self.bundle = b""
+        self.leading = True  # False on a standby replica: follow the Secret, never write it
 
     async def _read(self) -> tuple[TLSState | None, str | None]:
         try:
@@ -177,6 +180,16 @@ class TLSManager:
             if not plan.changed:
                 return plan.wake_at
 
+    async def follow(self) -> bool:
+        """A standby's pass: serve the stored certificate, write nothing. False while nothing is stored yet."""
+        state, _ = await self._read()
+        if state is None:
+            return False
+        self.bundle = state.bundle
+        if self.serving.load(state.serving):
+            log.info("webhook TLS: serving certificate %s (stored by the leader)", self.serving.fingerprint[:16])
+        return True
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="credward-webhook-tls")
 
@@ -184,8 +197,12 @@ class TLSManager:
         interval = self._settings.sync_interval.total_seconds()
         while True:
             try:
-                wake_at = await self.sync()
-                wait = (wake_at - self._clock()).total_seconds()
+                if self.leading:
+                    wake_at = await self.sync()
+                    wait = (wake_at - self._clock()).total_seconds()
+                else:
+                    await self.follow()
+                    wait = interval
             except Exception:  # every failure is retried on the next pass; the old certificate keeps serving
                 log.exception("webhook TLS sync failed; retrying in %.1fs", interval)
                 wait = interval
