@@ -397,8 +397,8 @@ def create_app(
     async def reload_keys() -> None:
         svc.keyring.reload_if_changed()
 
-    async def flush_usage() -> None:
-        await svc.oauth.usage.flush()
+    async def purge() -> None:
+        await svc.store.purge_expired(svc.now())
         await svc.store.purge_usage(svc.now() - timedelta(seconds=settings.usage_window))
 
     @contextlib.asynccontextmanager
@@ -407,8 +407,8 @@ def create_app(
         await svc.feed.start()
         tasks = [
             asyncio.create_task(_every(settings.key_reload_interval, reload_keys, "key reload")),
-            asyncio.create_task(_every(PURGE_INTERVAL, lambda: svc.store.purge_expired(svc.now()), "purge")),
-            asyncio.create_task(_every(settings.usage_flush_interval, flush_usage, "usage flush")),
+            asyncio.create_task(_every(PURGE_INTERVAL, purge, "purge")),
+            asyncio.create_task(_every(settings.usage_flush_interval, svc.oauth.usage.flush, "usage flush")),
         ]
         try:
             yield

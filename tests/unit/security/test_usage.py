@@ -8,10 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.unit.security.security_fixtures import ADMIN, Client, FakeClock, make_settings
+from tests.unit.security.security_fixtures import ADMIN, HASH_KEY, ISSUER, Client, FakeClock, make_settings, running
 
 from credward.api.admin import AccountView
-from credward.security.app import CredwardApp
+from credward.security.adminauth import BearerFileAuthenticator
+from credward.security.app import CredwardApp, create_app
 from credward.security.metrics import Metrics
 from credward.security.model import SecretUsage
 from credward.security.openapi import openapi_document
@@ -108,3 +109,20 @@ def test_openapi_publishes_the_usage_fields_of_a_secret(tmp_path: Path) -> None:
     secret = schemas["SecretView"]["properties"]
     assert {"lastUsedAt", "distinctCallers"} <= set(secret)
     assert secret["distinctCallers"]["minimum"] == 0
+
+
+async def test_the_app_flushes_on_its_interval_and_once_more_at_shutdown(
+    tmp_path: Path, store: SQLiteStore, clock: FakeClock, add_client: AddClient
+) -> None:
+    settings = make_settings(tmp_path, usage_flush_interval=3600.0)
+    client = await add_client()
+    app = create_app(settings, store, BearerFileAuthenticator(settings.admin_token_file), HASH_KEY, clock)  # type: ignore[arg-type]
+    async with running(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as http:
+            assert (await token(http, client)).status_code == 200
+        assert await store.secret_usage(client.client_id, at(clock)) == {}  # the interval has not passed
+    reopened = SQLiteStore(store.path)
+    try:
+        assert await reopened.secret_usage(client.client_id, at(clock)) == {"s1": SecretUsage(at(clock), 1)}
+    finally:
+        await reopened.close()
