@@ -295,3 +295,35 @@ def test_operator_metrics_report_the_schedule_and_reconciles(
         lambda: ("credward_operator_next_rotation_timestamp_seconds", labels) not in operator_metrics(operator) or None,
         "the deleted credential's series to go",
     )
+
+
+def test_the_cap_holds_while_the_operator_is_down(
+    control_plane: ControlPlane, operator: ChildProcess, security: SecurityServer, namespace: str
+) -> None:
+    rotation = {"period": "720h", "gracePeriod": "5s", "quietPeriod": "5m", "maxOverlap": "15s"}
+    apply(control_plane, credential("orphaned", rotation=rotation), namespace)
+    ready(control_plane, namespace, "orphaned")
+    first = secret_values(control_plane, namespace, "orphaned")
+    client_id, old = first["client-id"], first["client-secret"]
+    rotate(control_plane, namespace, "orphaned")
+    rotated_away_from(control_plane, namespace, "orphaned", old)
+    cap = parse_rfc3339(overlap_status(control_plane, namespace, "orphaned")["activeSecrets"][1]["notAfter"])
+    operator.stop()
+    try:
+        while datetime.now(UTC) < cap + timedelta(seconds=1):
+            now = datetime.now(UTC)
+            answer = security.token(client_id, old).status_code
+            if now < cap - timedelta(seconds=1):
+                assert answer == 200
+            time.sleep(0.5)
+        # Nobody retired it (the Secret still holds it), yet the service refuses it from its cap on.
+        assert secret_values(control_plane, namespace, "orphaned")["previous-client-secret"] == old
+        assert security.token(client_id, old).status_code == 401
+    finally:
+        operator.start()
+
+    def retired() -> dict[str, Any] | None:
+        values = secret_values(control_plane, namespace, "orphaned")
+        return values if "previous-client-secret" not in values else None
+
+    wait_for(retired, "the restarted operator to retire the capped secret", timeout=60)
