@@ -10,6 +10,7 @@ module stays a thin dispatcher::
     credward decode <token>      a token's header and claims, unverified
     credward validate --verb V --path P <token>   verify against the issuer, check one permission
     credward status <name>       a credential in Kubernetes beside the security service's view
+    credward rotate [--now] <name>   ask the operator to rotate a credential's secret (--now: no overlap)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _COMMAND_MODULES = {
     "operator": "credward.operator.cli",
     "security": "credward.security.cli",
     "dev": "credward.devcluster.cli",
-    "client": "credward.client.cli",  # token, decode, validate, status
+    "client": "credward.client.cli",  # token, decode, validate, status, rotate
 }
 
 

@@ -10,6 +10,7 @@ import json
 import re
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +124,31 @@ INVALID = [
         "spec.rotation.gracePeriod",
         "rotation.gracePeriod (24h) must be shorter than rotation.period (12h); gracePeriod defaults to 24h",
     ),
+    Invalid(
+        "maxOverlap-shorter-than-gracePeriod",
+        credential(rotation={"gracePeriod": "1h", "maxOverlap": "30m"}),
+        "spec.rotation.maxOverlap",
+        "rotation.maxOverlap (30m) must not be shorter than rotation.gracePeriod (1h)",
+    ),
+    Invalid(
+        "maxOverlap-shorter-than-default-gracePeriod",
+        credential(rotation={"maxOverlap": "1h"}),
+        "spec.rotation.maxOverlap",
+        "rotation.maxOverlap (1h) must not be shorter than rotation.gracePeriod (24h)",
+    ),
+    Invalid(
+        "maxOverlap-malformed",
+        credential(rotation={"maxOverlap": "2 days"}),
+        "spec.rotation.maxOverlap",
+        "rotation.maxOverlap must be a duration such as",
+    ),
+    Invalid(
+        "quietPeriod-zero",
+        credential(rotation={"quietPeriod": "0s"}),
+        "spec.rotation.quietPeriod",
+        "rotation.quietPeriod must be longer than zero",
+    ),
+    Invalid("expiryWarning-zero", credential(expiryWarning="0s"), "spec.expiryWarning", "must be longer than zero"),
     Invalid(
         "gracePeriod-zero",
         credential(rotation={"gracePeriod": "0s"}),
@@ -348,6 +374,11 @@ VALID = {
     "tokenTTL-fractional": credential(tokenTTL="1.5h"),
     "short-rotation": credential(rotation={"period": "1m", "gracePeriod": "30s"}),
     "gracePeriod-just-under-period": credential(rotation={"period": "720h", "gracePeriod": "719h59m"}),
+    "usage-aware-retirement": credential(
+        rotation={"period": "720h", "gracePeriod": "1h", "quietPeriod": "10m", "maxOverlap": "1h"},
+        lifetime="2160h",
+        expiryWarning="336h",
+    ),
     "everything-set": credential(
         description="Builds main",
         lifetime="2160h",
@@ -448,9 +479,12 @@ def test_defaults_are_filled_in(control_plane: ControlPlane, namespace: str) -> 
     assert spec == {
         "displayName": "CI pipeline",
         "tokenTTL": "5m",
-        "rotation": {"period": "720h", "gracePeriod": "24h"},
+        "expiryWarning": "168h",
+        "rotation": {"period": "720h", "gracePeriod": "24h", "quietPeriod": "15m"},
         "revoked": False,
     }
+    # maxOverlap has no constant default (twice gracePeriod): the operator derives it.
+    assert CredentialSpec.model_validate(spec).rotation.max_overlap_td == timedelta(hours=48)
     # secretName has no constant default ("<name>-credentials"): the operator derives it.
     assert CredentialSpec.model_validate(spec).effective_secret_name("ci-pipeline") == "ci-pipeline-credentials"
 
@@ -461,6 +495,7 @@ def test_partial_rotation_gets_the_other_default(control_plane: ControlPlane, na
     assert get(control_plane, namespace, SAC, "ci-pipeline")["spec"]["rotation"] == {
         "period": "48h",
         "gracePeriod": "24h",
+        "quietPeriod": "15m",
     }
 
 
@@ -665,6 +700,13 @@ def test_explain_shows_descriptions(control_plane: ControlPlane) -> None:
     rotation = explain(control_plane, "serviceaccountcredentials.spec.rotation")
     assert "How long the previous secret keeps working after a rotation" in rotation
     assert "default 720h" in rotation
+    assert "gone unused (no token request authenticated with it" in rotation
+    assert "The hard cap" in rotation
+    assert "SecretStillInUse names the secret id and how many callers" in rotation
+    active = explain(control_plane, "serviceaccountcredentials.status.activeSecrets")
+    assert "When a token request last authenticated with this secret" in active
+    warning = explain(control_plane, "serviceaccountcredentials.spec.expiryWarning")
+    assert "the ExpiringSoon condition turns True" in warning
     top = explain(control_plane, "sacred")
     assert "gives a machine" in top
     permissions = explain(control_plane, "rolebindings.spec.permissions", f"--api-version={API_VERSION}")

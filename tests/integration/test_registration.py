@@ -167,4 +167,4 @@ def test_secret_never_sent_only_its_hash(
     value = secret_of(control_plane, namespace, "hashonly")["client-secret"]
     assert value not in json.dumps(held)
     assert base64.b64encode(value.encode()).decode() not in security.log_path.read_text()
-    assert all(set(s) <= {"id", "createdAt", "notAfter"} for s in held["secrets"])
+    assert all(set(s) <= {"id", "createdAt", "notAfter", "lastUsedAt", "distinctCallers"} for s in held["secrets"])

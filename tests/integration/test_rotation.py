@@ -20,7 +20,11 @@ pytestmark = pytest.mark.integration
 def test_timer_rotation_overlaps_then_retires_the_old_secret(
     control_plane: ControlPlane, operator: ChildProcess, security: SecurityServer, namespace: str
 ) -> None:
-    apply(control_plane, credential("rot", rotation={"period": "1m", "gracePeriod": "20s"}), namespace)
+    apply(
+        control_plane,
+        credential("rot", rotation={"period": "1m", "gracePeriod": "20s", "maxOverlap": "20s"}),
+        namespace,
+    )
     status = ready(control_plane, namespace, "rot")["status"]
     first_id = status["activeSecrets"][0]["id"]
     next_at = parse_rfc3339(status["nextRotationTime"])

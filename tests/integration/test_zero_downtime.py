@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 LAG = 6.0  # seconds from the Secret's update in the API server to the file in the pod
 GRACE = "12s"  # the grace period must outlast the lag, as gracePeriod must outlast the kubelet's in a cluster
+QUIET = "2s"  # the client stops using an old secret LAG seconds after a rotation: retired at the grace period's end
 ROTATIONS = 3
 
 
@@ -80,7 +81,7 @@ def kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
 def test_no_token_request_fails_through_three_rotations(
     control_plane: ControlPlane, operator: ChildProcess, security: SecurityServer, namespace: str, kubelet: Kubelet
 ) -> None:
-    apply(control_plane, credential("steady", rotation={"period": "1m", "gracePeriod": GRACE}), namespace)
+    apply(control_plane, credential("steady", rotation={"period": "1m", "gracePeriod": GRACE, "quietPeriod": QUIET}), namespace)
     ready(control_plane, namespace, "steady")
     deadline = time.monotonic() + LAG + 30
     while not kubelet.mounted and time.monotonic() < deadline:

@@ -412,7 +412,8 @@ def test_token_ttl_says_the_service_caps_it() -> None:
 def test_the_grace_period_rule_waits_for_a_valid_period() -> None:
     """rotation.period: 0s must be blamed on the period alone, not first on gracePeriod."""
     rotation = credential_spec()["properties"]["rotation"]
-    (cross,) = rotation["x-kubernetes-validations"]
+    cross = rotation["x-kubernetes-validations"][0]
+    assert ".gracePeriod" in cross["fieldPath"]
     period_range = rotation["properties"]["period"]["x-kubernetes-validations"][1]["rule"]
     for bound in re.findall(r"duration\('([^']+)'\)", period_range):
         assert f"duration('{bound}')" in cross["rule"]

@@ -32,11 +32,21 @@ from credward.domain.credential import (
     ServiceUnreachable,
     decide,
 )
-from credward.domain.rotation import JITTER_CAP, Overlap, jitter, next_rotation, retired, rotation_due
+from credward.domain.rotation import (
+    JITTER_CAP,
+    Overlap,
+    Usage,
+    emergency,
+    jitter,
+    next_rotation,
+    retirement,
+    rotation_due,
+)
 
 PERIOD = timedelta(hours=1)
 GRACE = timedelta(minutes=10)
-SPEC = spec(rotation={"period": "1h", "gracePeriod": "10m"})
+# maxOverlap = gracePeriod: the cap ends every overlap at the grace period, whatever the usage (see the usage tests).
+SPEC = spec(rotation={"period": "1h", "gracePeriod": "10m", "maxOverlap": "10m"})
 FIRST = Candidate("11111111-2222-3333-4444-555555555555", "cws_first", "first001")
 SECOND = Candidate("99999999-2222-3333-4444-555555555555", "cws_second", "second01")
 THIRD = Candidate("88888888-2222-3333-4444-555555555555", "cws_third", "third001")
@@ -67,6 +77,7 @@ class World:
         self.secret: ObservedSecret | None = None
         self.service: ServiceState = holds()
         self.request: str | None = None
+        self.request_now: str | None = None
 
     def decide(self, now: Any, candidate: Candidate, **kw: Any) -> Plan:
         inp = CredentialInput(
@@ -80,6 +91,7 @@ class World:
             candidate=candidate,
             endpoints=ENDPOINTS,
             rotate_request=self.request,
+            rotate_now=self.request_now,
         )
         return decide(inp, now, **kw)
 
@@ -165,8 +177,12 @@ def test_rotation_due_as_the_clock_moves() -> None:
     open_ = Overlap("old", NOW + timedelta(minutes=1))
     assert rotation_due(NOW, at, open_, "v2", "v1") is None  # waits for the overlap to close
     assert rotation_due(open_.not_after, at, open_, "v2", "v1") == "requested"
-    assert not retired(open_, open_.not_after - timedelta(seconds=1))
-    assert retired(open_, open_.not_after)
+    assert retirement(open_, NOW, GRACE, GRACE, Usage(None), open_.not_after - timedelta(seconds=1)).retire is None
+    assert retirement(open_, NOW, GRACE, GRACE, Usage(None), open_.not_after).retire == "cap"
+    assert rotation_due(NOW, at, open_, "v2", "v1", "v2") == "emergency"  # even inside an overlap
+    assert emergency("v2", "v2", "v1")
+    assert not emergency("v2", "v2", "v2")  # carried out already
+    assert not emergency("v2", "v1", "v1")  # rotate-now names an older request: a normal rotation
 
 
 # -- decide() over a world whose clock moves --------------------------------------------------------------------
@@ -306,7 +322,7 @@ def test_an_annotation_present_at_creation_does_not_rotate_at_once() -> None:
 
 def test_a_revoked_account_is_not_rotated() -> None:
     world = created()
-    plan = world.decide(DUE, SECOND, spec=spec(rotation={"period": "1h", "gracePeriod": "10m"}, revoked=True))
+    plan = world.decide(DUE, SECOND, spec=SPEC.model_copy(update={"revoked": True}))
     assert plan.secret is None
     assert status_of(plan).next_rotation_time is None
 

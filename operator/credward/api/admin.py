@@ -111,11 +111,24 @@ class RoleMappingsIn(_In):
 
 
 class SecretView(_Out):
-    """A secret as the admin API shows it: id and times, never the hash."""
+    """A secret as the admin API shows it: id, times and use, never the hash."""
 
     id: str
     created_at: AwareDatetime | None = Field(None, alias="createdAt")
     not_after: AwareDatetime | None = Field(None, alias="notAfter")
+    last_used_at: AwareDatetime | None = Field(
+        None,
+        alias="lastUsedAt",
+        description="the last time a request authenticated with this secret (absent: never seen); "
+        "flushed in batches, so up to the service's usage flush interval old on other replicas",
+    )
+    distinct_callers: int = Field(
+        0,
+        alias="distinctCallers",
+        ge=0,
+        description="distinct source addresses that used this secret within the service's usage window "
+        "(counted up to a bound, so a lower bound beyond it)",
+    )
 
 
 class AccountView(_Out):

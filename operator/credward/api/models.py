@@ -20,6 +20,10 @@ from credward.domain.timefmt import to_rfc3339
 DEFAULT_TOKEN_TTL = "5m"
 DEFAULT_ROTATION_PERIOD = "720h"
 DEFAULT_GRACE_PERIOD = "24h"
+DEFAULT_QUIET_PERIOD = "15m"
+DEFAULT_EXPIRY_WARNING = "168h"
+# Without spec.rotation.maxOverlap, a previous secret stops at the latest this many grace periods after a rotation.
+DEFAULT_MAX_OVERLAP_GRACE_PERIODS = 2
 
 
 # Kubernetes timestamps: RFC 3339, UTC, whole seconds, ``Z``.
@@ -33,6 +37,8 @@ class _Model(BaseModel):
 class Rotation(_Model):
     period: str = DEFAULT_ROTATION_PERIOD
     grace_period: str = Field(DEFAULT_GRACE_PERIOD, alias="gracePeriod")
+    quiet_period: str = Field(DEFAULT_QUIET_PERIOD, alias="quietPeriod")
+    max_overlap: str | None = Field(None, alias="maxOverlap")
 
     @property
     def period_td(self) -> timedelta:
@@ -41,6 +47,17 @@ class Rotation(_Model):
     @property
     def grace_period_td(self) -> timedelta:
         return parse_duration(self.grace_period)
+
+    @property
+    def quiet_period_td(self) -> timedelta:
+        return parse_duration(self.quiet_period)
+
+    @property
+    def max_overlap_td(self) -> timedelta:
+        """The hard cap of an overlap: ``maxOverlap``, or twice the grace period (never below the grace period)."""
+        if self.max_overlap is None:
+            return self.grace_period_td * DEFAULT_MAX_OVERLAP_GRACE_PERIODS
+        return max(parse_duration(self.max_overlap), self.grace_period_td)
 
 
 class SecretTemplate(_Model):
@@ -54,6 +71,7 @@ class CredentialSpec(_Model):
     display_name: str = Field(alias="displayName")
     description: str = ""
     lifetime: str | None = None
+    expiry_warning: str = Field(DEFAULT_EXPIRY_WARNING, alias="expiryWarning")
     token_ttl: str = Field(DEFAULT_TOKEN_TTL, alias="tokenTTL")
     audiences: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
@@ -73,6 +91,10 @@ class CredentialSpec(_Model):
     def token_ttl_td(self) -> timedelta:
         return parse_duration(self.token_ttl)
 
+    @property
+    def expiry_warning_td(self) -> timedelta:
+        return parse_duration(self.expiry_warning)
+
 
 class ActiveSecret(_Model):
     """One live secret of an account: its public id and times, never its value."""
@@ -80,6 +102,7 @@ class ActiveSecret(_Model):
     id: str
     created_at: Timestamp = Field(alias="createdAt")
     not_after: Timestamp | None = Field(None, alias="notAfter")
+    last_used_at: Timestamp | None = Field(None, alias="lastUsedAt")
 
 
 ConditionStatus = Literal["True", "False", "Unknown"]

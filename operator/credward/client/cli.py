@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import jwt
 from credward.client.authorizer import ClientCredentialsAuthorizer
 from credward.client.errors import ClientConfigError, InsufficientScope, InvalidToken, TokenEndpointError
 from credward.client.validator import TokenValidator
+from credward.domain.rotation import ANNOTATION_ROTATE, ANNOTATION_ROTATE_NOW
 from credward.errors import ServiceUnavailable
 
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -64,6 +66,17 @@ def register(sub: Any) -> None:
     )
     status.add_argument("-o", "--output", choices=["table", "json"], default="table")
     status.set_defaults(func=status_command)
+
+    rotate = sub.add_parser("rotate", help="ask the operator to rotate a ServiceAccountCredential's client secret")
+    rotate.add_argument("name")
+    rotate.add_argument("-n", "--namespace", help="default: the kubeconfig context's namespace")
+    rotate.add_argument("--kubeconfig", help="default: in-cluster credentials, else $KUBECONFIG or ~/.kube/config")
+    rotate.add_argument(
+        "--now",
+        action="store_true",
+        help="emergency: the old secret stops working at once (no grace period), e.g. after a leak",
+    )
+    rotate.set_defaults(func=rotate_command)
 
 
 def _fail(message: str, code: int) -> int:
@@ -159,19 +172,25 @@ def _incluster_namespace() -> str:
     return Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace").read_text().strip()
 
 
+async def _kube_config(args: argparse.Namespace) -> str:
+    """Load the Kubernetes client's configuration as kubectl would; returns the namespace to use."""
+    from kubernetes_asyncio import config
+
+    namespace: str | None = args.namespace
+    if args.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config()
+        return namespace or _incluster_namespace()
+    loader = await config.load_kube_config(config_file=args.kubeconfig, persist_config=False)
+    return namespace or loader.current_context.get("context", {}).get("namespace") or "default"
+
+
 async def _read_kubernetes(args: argparse.Namespace) -> tuple[str, dict[str, Any] | None, list[dict[str, Any]]]:
-    from kubernetes_asyncio import client, config
+    from kubernetes_asyncio import client
     from kubernetes_asyncio.client.exceptions import ApiException
 
     from credward.api import CREDENTIAL_PLURAL, GROUP, ROLEBINDING_PLURAL, VERSION
 
-    namespace = args.namespace
-    if args.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        config.load_incluster_config()
-        namespace = namespace or _incluster_namespace()
-    else:
-        loader = await config.load_kube_config(config_file=args.kubeconfig, persist_config=False)
-        namespace = namespace or loader.current_context.get("context", {}).get("namespace") or "default"
+    namespace = await _kube_config(args)
     async with client.ApiClient() as api:
         custom = client.CustomObjectsApi(api)
         try:
@@ -239,4 +258,50 @@ def status_command(args: argparse.Namespace) -> int:
     else:
         print(f"ServiceAccountCredential {namespace}/{args.name}\n")
         print(status.render(table, note))
+    return 0
+
+
+async def _request_rotation(args: argparse.Namespace, value: str) -> tuple[str, bool]:
+    """Set the rotate annotation(s) with a merge patch; (namespace, whether the credential exists)."""
+    from kubernetes_asyncio import client
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from credward.api import CREDENTIAL_PLURAL, GROUP, VERSION
+
+    annotations = {ANNOTATION_ROTATE: value, ANNOTATION_ROTATE_NOW: value if args.now else None}
+    namespace = await _kube_config(args)
+    async with client.ApiClient() as api:
+        custom = client.CustomObjectsApi(api)
+        try:
+            await custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                CREDENTIAL_PLURAL,
+                args.name,
+                {"metadata": {"annotations": annotations}},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return namespace, False
+            raise
+    return namespace, True
+
+
+def rotate_command(args: argparse.Namespace) -> int:
+    """``credward rotate [--now] <name>``: a new value of credward.io/rotate (and credward.io/rotate-now with --now).
+
+    The operator carries out each new value once; with ``--now`` the old secret stops at once instead of after
+    its grace period. A pod still holding the old secret fails until the kubelet refreshes its file.
+    """
+    value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        namespace, found = asyncio.run(_request_rotation(args, value))
+    except Exception as exc:  # the Kubernetes client's config and API errors have no common base worth naming
+        return _fail(f"cannot write to the Kubernetes API: {type(exc).__name__}: {exc}", EXIT_UNREACHABLE)
+    if not found:
+        return _fail(f"ServiceAccountCredential {namespace}/{args.name} not found", EXIT_REFUSED)
+    how = "at once: the old secret stops working now" if args.now else "with the usual overlap"
+    print(f"ServiceAccountCredential {namespace}/{args.name}: rotation requested ({ANNOTATION_ROTATE}={value}), {how}")
     return 0

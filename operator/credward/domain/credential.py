@@ -76,6 +76,7 @@ FINALIZER = f"{GROUP}/account-cleanup"
 READY = "Ready"
 REGISTERED = "Registered"
 EXPIRED = "Expired"
+EXPIRING_SOON = "ExpiringSoon"
 REVOKED = "Revoked"
 ROTATING = "Rotating"
 
@@ -98,6 +99,13 @@ REASON_GRACE_PERIOD = "GracePeriod"
 REASON_ONE_SECRET = "OneSecret"
 REASON_SECRET_ROTATED = "SecretRotated"
 REASON_OLD_SECRET_RETIRED = "OldSecretRetired"
+REASON_STILL_IN_USE = "SecretStillInUse"
+REASON_EXPIRING_SOON = "ExpiringSoon"
+REASON_NOT_EXPIRING_SOON = "NotExpiringSoon"
+
+# status.activeSecrets[].lastUsedAt moves only in steps this long, so a busy account does not rewrite its status
+# on every look (the admin API has the exact time).
+USAGE_STATUS_STEP = timedelta(minutes=1)
 
 DEFAULT_RESYNC = timedelta(minutes=10)
 DEFAULT_CONFLICT_RECHECK = timedelta(seconds=5)
@@ -240,6 +248,7 @@ class CredentialInput:
     endpoints: Endpoints
     has_finalizer: bool = True
     rotate_request: str | None = None  # the credential's credward.io/rotate annotation
+    rotate_now: str | None = None  # its credward.io/rotate-now annotation (emergency rotation)
     # Set by the controller when a write of the first plan failed; the second decision reports it.
     mappings_failure: SyncOutcome | None = None
     secret_refusal: str | None = None
@@ -249,6 +258,21 @@ class CredentialInput:
 
 
 Step = Literal["create", "rotate", "retire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the operator's metrics report of a credential after a decision (ids and times, never values).
+
+    ``in_use_past_grace``: distinct callers still using a previous secret past its grace period (0: none);
+    ``rotated``: why this plan rotates the secret, if it does.
+    """
+
+    next_rotation: datetime | None = None
+    expires_at: datetime | None = None
+    expiring_soon: bool = False
+    in_use_past_grace: int = 0
+    rotated: rotation.RotationReason | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +301,7 @@ class Plan:
     events: tuple[Event, ...] = ()
     requeue_after: timedelta = DEFAULT_RESYNC
     retry: bool = False
+    facts: Facts = Facts()
 
     @property
     def writes(self) -> int:
@@ -459,15 +484,34 @@ def decide(
     # Rotation: only once the service will hold the new hash, so the Secret is written only after it does.
     events: list[Event] = []
     retiring: ActiveSecret | None = None
+    retired_why = ""
+    retire: rotation.Retirement | None = None
     why_rotate: rotation.RotationReason | None = None
-    if kept is not None and kept.previous is not None and kept.overlap and rotation.retired(kept.overlap, now):
-        retiring = kept.previous[1]
-        kept = replace(kept, previous=None)
+    emergency = kept is not None and rotation.emergency(inp.rotate_request, inp.rotate_now, kept.handled)
+    if kept is not None and kept.previous is not None and kept.overlap is not None:
+        # When the previous secret goes: at once in an emergency, else when unused past its grace, or at its cap.
+        if emergency:
+            retiring, retired_why = kept.previous[1], "an emergency rotation stops it at once"
+        else:
+            usage = _usage_of(inp, kept.overlap.secret_id)
+            retire = rotation.retirement(
+                kept.overlap,
+                kept.record.created_at,
+                spec.rotation.grace_period_td,
+                spec.rotation.quiet_period_td,
+                usage,
+                now,
+            )
+            if retire.retire is not None:
+                retiring, retired_why = kept.previous[1], _retire_reason(retire.retire, spec, kept.overlap)
+        if retiring is not None:
+            kept = replace(kept, previous=None)
+            retire = None
     if kept is not None and rotates and _service_ready(inp):
         next_at = rotation.next_rotation(kept.record.created_at, spec.rotation.period_td, ref.uid, kept.overlap)
-        why_rotate = rotation.rotation_due(now, next_at, kept.overlap, inp.rotate_request, kept.handled)
-    if kept is not None and why_rotate is not None:
-        not_after = rotation.overlap_until(now, spec.rotation.grace_period_td)
+        why_rotate = rotation.rotation_due(now, next_at, kept.overlap, inp.rotate_request, kept.handled, inp.rotate_now)
+    if kept is not None and why_rotate is not None and why_rotate != "emergency":
+        not_after = rotation.overlap_until(now, spec.rotation.max_overlap_td)
         new = replace(new, previous=(kept.value, kept.record.model_copy(update={"not_after": not_after})))
     target = new if kept is None or why_rotate is not None else kept  # what the Secret should hold
 
@@ -492,14 +536,23 @@ def decide(
                 Event("Normal", "SecretRepaired", f"Restored keys, labels or annotations of Secret {secret_name}")
             )
         if retiring is not None:
-            events.append(_retired_event(retiring, secret_name))
+            events.append(_retired_event(retiring, secret_name, retired_why))
     in_place = inp.secret_refusal is None and (apply_secret is not None or (ours is not None and not fresh))
 
     written = apply_secret is not None or not fresh
     overlap = target.overlap if written else None
     wanted = _conditions(spec, secret_name, expires_at, expired, reg.condition, in_place, inp.secret_refusal)
-    wanted.insert(2, _rotating(target, overlap) if written else _not_rotating())
+    still_in_use = (
+        _usage_of(inp, overlap.secret_id)
+        if overlap is not None and retire is not None and retire.still_in_use and target is kept
+        else None
+    )
+    wanted.insert(2, _rotating(target, overlap, spec, still_in_use) if written else _not_rotating())
+    soon_at = expires_at - spec.expiry_warning_td if expires_at is not None else None
+    expiring_soon = soon_at is not None and not expired and now >= soon_at
+    wanted.insert(4, _expiring_soon(expires_at, expired, expiring_soon, spec))
     _transition_events(status, wanted, reg.ttl_capped, events)
+    _usage_events(status, wanted, events)
 
     # Role mappings: the whole set of this account's bindings, once the account is (or will be) there.
     mappings = None
@@ -511,7 +564,7 @@ def decide(
             mappings = wanted_mappings
     binding_updates = rolebinding.binding_updates(inp.bindings, _sync_outcome(inp, reg, client_id), now)
 
-    active = target.records if written else status.active_secrets
+    active = _with_usage(target.records if written else status.active_secrets, status, inp)
     last_rotation = target.record.created_at if written else status.last_rotation_time
     next_rotation = (
         rotation.next_rotation(last_rotation, spec.rotation.period_td, ref.uid, overlap)
@@ -548,6 +601,17 @@ def decide(
         wake.append(next_rotation - now)
     if overlap is not None:
         wake.append(overlap.not_after - now)
+    if retire is not None and retire.wake is not None and target is kept:
+        wake.append(retire.wake - now)
+    if soon_at is not None and now < soon_at:
+        wake.append(soon_at - now)
+    facts = Facts(
+        next_rotation=next_rotation,
+        expires_at=expires_at,
+        expiring_soon=expiring_soon,
+        in_use_past_grace=max(still_in_use.distinct_callers, 1) if still_in_use is not None else 0,
+        rotated=why_rotate if apply_secret is not None and target is not kept else None,
+    )
     return Plan(
         client_id=client_id,
         add_finalizer=not inp.has_finalizer,
@@ -563,7 +627,69 @@ def decide(
         events=tuple(events),
         requeue_after=max(min(wake), timedelta(seconds=1)),
         retry=reg.retry or inp.mappings_failure is not None or inp.secret_refusal is not None,
+        facts=facts,
     )
+
+
+def _usage_of(inp: CredentialInput, secret_id: str) -> rotation.Usage | None:
+    """What the service saw of a secret; None when it did not answer. A secret it does not hold is unused."""
+    if not isinstance(inp.service, ServiceHolds):
+        return None
+    account = inp.service.account
+    for held in account.secrets if account is not None else ():
+        if held.id == secret_id:
+            return rotation.Usage(held.last_used_at, held.distinct_callers)
+    return rotation.Usage(None)
+
+
+def _with_usage(
+    records: tuple[ActiveSecret, ...], status: CredentialStatus, inp: CredentialInput
+) -> tuple[ActiveSecret, ...]:
+    """Each record's ``lastUsedAt``: the service's, once it is :data:`USAGE_STATUS_STEP` newer than the stored one."""
+    stored = {s.id: s.last_used_at for s in status.active_secrets}
+    result = []
+    for record in records:
+        last = stored.get(record.id)
+        usage = _usage_of(inp, record.id)
+        seen = truncate(usage.last_used_at) if usage is not None and usage.last_used_at is not None else None
+        if seen is not None and (last is None or seen - last >= USAGE_STATUS_STEP):
+            last = seen
+        result.append(record if record.last_used_at == last else record.model_copy(update={"last_used_at": last}))
+    return tuple(result)
+
+
+def _retire_reason(why: rotation.RetireReason, spec: CredentialSpec, overlap: Overlap) -> str:
+    if why == "cap":
+        return f"it reached its cap (spec.rotation.maxOverlap) at {to_rfc3339(overlap.not_after)}"
+    return (
+        f"its grace period ({spec.rotation.grace_period}) is over and no caller used it for "
+        f"{spec.rotation.quiet_period} (spec.rotation.quietPeriod)"
+    )
+
+
+def _expiring_soon(expires_at: datetime | None, expired: bool, soon: bool, spec: CredentialSpec) -> ConditionSpec:
+    if expires_at is None:
+        return ConditionSpec(EXPIRING_SOON, "False", REASON_NO_LIFETIME, "spec.lifetime is not set")
+    if expired:
+        return ConditionSpec(EXPIRING_SOON, "False", REASON_EXPIRED, f"Expired at {to_rfc3339(expires_at)}")
+    if soon:
+        message = (
+            f"The account expires at {to_rfc3339(expires_at)}, within {spec.expiry_warning} (spec.expiryWarning): "
+            "the security service refuses its tokens from then on; replace the credential before"
+        )
+        return ConditionSpec(EXPIRING_SOON, "True", REASON_EXPIRING_SOON, message)
+    message = f"Expires at {to_rfc3339(expires_at)}, more than {spec.expiry_warning} from now"
+    return ConditionSpec(EXPIRING_SOON, "False", REASON_NOT_EXPIRING_SOON, message)
+
+
+def _usage_events(status: CredentialStatus, wanted: list[ConditionSpec], events: list[Event]) -> None:
+    """A Warning once when a caller still uses a secret past its grace period, and once when expiry nears."""
+    for spec in wanted:
+        old = find(status.conditions, spec.type)
+        if spec.type == ROTATING and spec.reason == REASON_STILL_IN_USE and (old is None or old.reason != spec.reason):
+            events.append(Event("Warning", REASON_STILL_IN_USE, spec.message))
+        if spec.type == EXPIRING_SOON and spec.status == "True" and (old is None or old.status != "True"):
+            events.append(Event("Warning", REASON_EXPIRING_SOON, spec.message))
 
 
 def _service_ready(inp: CredentialInput) -> bool:
@@ -571,12 +697,25 @@ def _service_ready(inp: CredentialInput) -> bool:
     return isinstance(inp.service, ServiceHolds) and inp.service.info.hash_key_id == secretgen.hash_key_id(inp.hash_key)
 
 
-def _rotating(target: Held, overlap: Overlap | None) -> ConditionSpec:
+def _rotating(
+    target: Held, overlap: Overlap | None, spec: CredentialSpec, still_in_use: rotation.Usage | None
+) -> ConditionSpec:
     if overlap is None:
         return _not_rotating(f"One client secret is live ({target.record.id})")
+    cap = to_rfc3339(overlap.not_after)
+    if still_in_use is not None:
+        last = to_rfc3339(still_in_use.last_used_at) if still_in_use.last_used_at else "recently"
+        message = (
+            f"Secret {overlap.secret_id} is still in use past its grace period by "
+            f"{max(still_in_use.distinct_callers, 1)} caller(s), last at {last}, though secret {target.record.id} "
+            f"replaced it: it is retired once unused for {spec.rotation.quiet_period}, and at the latest at {cap}"
+        )
+        return ConditionSpec(ROTATING, "True", REASON_STILL_IN_USE, message)
+    grace_end = to_rfc3339(target.record.created_at + spec.rotation.grace_period_td)
     message = (
-        f"Secret {overlap.secret_id} keeps working until {to_rfc3339(overlap.not_after)} while workloads switch "
-        f"to secret {target.record.id}"
+        f"Secret {overlap.secret_id} keeps working while workloads switch to secret {target.record.id}: "
+        f"at least until {grace_end}, then until unused for {spec.rotation.quiet_period}, at the latest "
+        f"until {cap}"
     )
     return ConditionSpec(ROTATING, "True", REASON_GRACE_PERIOD, message)
 
@@ -586,9 +725,11 @@ def _not_rotating(message: str = "No client secret yet") -> ConditionSpec:
 
 
 def _rotated_event(why: rotation.RotationReason, secret_name: str, target: Held) -> Event:
-    cause = (
-        "as spec.rotation.period says" if why == "period" else f"as the {rotation.ANNOTATION_ROTATE} annotation asks"
-    )
+    cause = {
+        "period": "as spec.rotation.period says",
+        "requested": f"as the {rotation.ANNOTATION_ROTATE} annotation asks",
+        "emergency": f"at once, as the {rotation.ANNOTATION_ROTATE_NOW} annotation asks (the old secret stops now)",
+    }[why]
     message = f"Rotated the client secret in Secret {secret_name} {cause}: new secret {target.record.id}"
     overlap = target.overlap
     if overlap is not None:
@@ -596,9 +737,8 @@ def _rotated_event(why: rotation.RotationReason, secret_name: str, target: Held)
     return Event("Normal", REASON_SECRET_ROTATED, message)
 
 
-def _retired_event(record: ActiveSecret, secret_name: str) -> Event:
-    until = to_rfc3339(record.not_after) if record.not_after else "now"
-    message = f"Retired the previous client secret {record.id} of Secret {secret_name}: its grace period ended {until}"
+def _retired_event(record: ActiveSecret, secret_name: str, why: str) -> Event:
+    message = f"Retired the previous client secret {record.id} of Secret {secret_name}: {why}"
     return Event("Normal", REASON_OLD_SECRET_RETIRED, message)
 
 

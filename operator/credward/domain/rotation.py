@@ -11,6 +11,14 @@ time these functions name.
 A rotation never starts while an overlap is still open: the previous secret
 keeps its whole grace period, so no workload that has not yet re-read its
 file is cut off by a second rotation.
+
+Retirement knows who still uses the previous secret (:func:`retirement`): it
+goes once the grace period has passed *and* nobody used it for the quiet
+period since the new one was written, and never later than its hard cap
+(``notAfter``, which the security service enforces by itself, so nothing
+outlives its cap even while the operator is down). An emergency rotation
+(``credward.io/rotate-now`` equal to the ``credward.io/rotate`` value being
+carried out) keeps no previous secret at all.
 """
 
 from __future__ import annotations
@@ -24,21 +32,77 @@ from credward.api import GROUP
 
 # Set to any new value on a credential to rotate its secret once per value.
 ANNOTATION_ROTATE = f"{GROUP}/rotate"
+# Set to the same value as credward.io/rotate for an emergency rotation: the replaced secret(s) stop at once.
+ANNOTATION_ROTATE_NOW = f"{GROUP}/rotate-now"
 
 # A credential rotates up to this share of its period early, so that accounts created together spread out...
 JITTER_FRACTION = 0.05
 # ...but never more than this early, however long the period.
 JITTER_CAP = timedelta(hours=1)
 
-RotationReason = Literal["period", "requested"]
+RotationReason = Literal["period", "requested", "emergency"]
+RetireReason = Literal["quiet", "cap"]
 
 
 @dataclass(frozen=True, slots=True)
 class Overlap:
-    """The previous secret, still accepted by the service until ``not_after``."""
+    """The previous secret, accepted by the service until ``not_after`` (its hard cap) unless retired earlier."""
 
     secret_id: str
     not_after: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What the security service saw of a secret: its last use (None: never) and its distinct callers lately."""
+
+    last_used_at: datetime | None
+    distinct_callers: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """The answer of :func:`retirement`.
+
+    ``retire``: why the previous secret goes now, or None. ``still_in_use``: the grace period is over but
+    the secret was used within the quiet period (a workload has not switched yet: say so). ``wake``: when to
+    look again if it stays.
+    """
+
+    retire: RetireReason | None
+    still_in_use: bool = False
+    wake: datetime | None = None
+
+
+def retirement(
+    overlap: Overlap,
+    rotated_at: datetime,
+    grace_period: timedelta,
+    quiet_period: timedelta,
+    usage: Usage | None,
+    now: datetime,
+) -> Retirement:
+    """Whether the previous secret of an overlap that began at ``rotated_at`` is retired now.
+
+    Retire at the hard cap (``overlap.not_after``) whatever happens; before it, once the grace period has
+    passed and the secret has gone unused for ``quiet_period`` since the new secret was written (a use
+    before the rotation does not count). ``usage`` None means the service's view is unknown (it did not
+    answer): the secret then stays until the cap, the safe side for a workload that has not switched.
+    """
+    cap = overlap.not_after
+    if now >= cap:
+        return Retirement("cap")
+    grace_end = rotated_at + grace_period
+    if now < grace_end:
+        return Retirement(None, wake=min(grace_end, cap))
+    if usage is None:
+        return Retirement(None, wake=cap)
+    last = usage.last_used_at
+    quiet_end = max(rotated_at, last or rotated_at) + quiet_period
+    if now >= quiet_end:
+        return Retirement("quiet")
+    in_use = last is not None and last >= rotated_at
+    return Retirement(None, still_in_use=in_use, wake=min(quiet_end, cap))
 
 
 def jitter(uid: str, period: timedelta) -> timedelta:
@@ -58,14 +122,27 @@ def next_rotation(created_at: datetime, period: timedelta, uid: str, overlap: Ov
     return max(due, overlap.not_after) if overlap is not None else due
 
 
+def emergency(request: str | None, now_request: str | None, handled: str | None) -> bool:
+    """``credward rotate --now``: a rotate request not carried out yet whose ``rotate-now`` names the same value."""
+    return request is not None and request != handled and now_request == request
+
+
 def rotation_due(
-    now: datetime, next_at: datetime, overlap: Overlap | None, request: str | None, handled: str | None
+    now: datetime,
+    next_at: datetime,
+    overlap: Overlap | None,
+    request: str | None,
+    handled: str | None,
+    now_request: str | None = None,
 ) -> RotationReason | None:
     """Why the secret must be rotated now, or None.
 
-    ``requested``: the ``credward.io/rotate`` annotation holds a value not carried out yet (``handled`` is the
-    value recorded with the current secret). ``period``: the schedule says so. Neither while an overlap is open.
+    ``emergency``: :func:`emergency` (even during an overlap: it ends it). ``requested``: the
+    ``credward.io/rotate`` annotation holds a value not carried out yet (``handled`` is the value recorded
+    with the current secret). ``period``: the schedule says so. Neither while an overlap is open.
     """
+    if emergency(request, now_request, handled):
+        return "emergency"
     if overlap is not None and now < overlap.not_after:
         return None
     if request is not None and request != handled:
@@ -75,11 +152,6 @@ def rotation_due(
     return None
 
 
-def retired(overlap: Overlap, now: datetime) -> bool:
-    """The previous secret's grace period is over: drop it from the service and from the Secret."""
-    return now >= overlap.not_after
-
-
-def overlap_until(rotated_at: datetime, grace_period: timedelta) -> datetime:
-    """``notAfter`` of the secret a rotation at ``rotated_at`` replaces."""
-    return rotated_at + grace_period
+def overlap_until(rotated_at: datetime, max_overlap: timedelta) -> datetime:
+    """``notAfter`` of the secret a rotation at ``rotated_at`` replaces: its hard cap, enforced by the service."""
+    return rotated_at + max_overlap

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,6 +41,7 @@ from credward.api.models import CredentialSpec, CredentialStatus
 from credward.domain import rolebinding
 from credward.domain.credential import (
     FINALIZER,
+    REASON_STILL_IN_USE,
     Candidate,
     CredentialInput,
     CredentialRef,
@@ -55,7 +57,7 @@ from credward.domain.credential import (
 )
 from credward.domain.durations import format_duration
 from credward.domain.rolebinding import BindingUpdate, ObservedBinding, SyncOutcome
-from credward.domain.rotation import ANNOTATION_ROTATE
+from credward.domain.rotation import ANNOTATION_ROTATE, ANNOTATION_ROTATE_NOW
 from credward.domain.timefmt import parse_rfc3339
 from credward.errors import (
     Gone,
@@ -140,6 +142,7 @@ class CredentialController:
         self._confirmed.pop(key, None)
         self._known.discard(key)
         self._cleanup_warned.discard(key)
+        self.metrics.forget(namespace, name)
 
     def resync_all(self, within: float = 2.0) -> None:
         """Look at every known credential again within ``within`` seconds (spread, not all at once)."""
@@ -207,8 +210,17 @@ class CredentialController:
     async def reconcile(self, namespace: str, name: str) -> None:
         """Bring one account up to date; whatever happens, schedule its next look (or know it is gone)."""
         key = (namespace, name)
+        self.metrics.queue_depth.inc()
+        try:
+            await self._reconcile_locked(key)
+        finally:
+            self.metrics.queue_depth.dec()
+
+    async def _reconcile_locked(self, key: Key) -> None:
+        namespace, name = key
         async with self._locks[key]:
             delay: float | None
+            started = time.perf_counter()
             try:
                 delay = await self._reconcile(namespace, name)
                 self.metrics.reconciles.labels(result="ok").inc()
@@ -239,6 +251,7 @@ class CredentialController:
                 self.forget(namespace, name)
             else:
                 self.requeue.after(key, delay)
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         lock = self._locks.get(key)
         if key not in self._known and lock is not None and not lock.locked():
             del self._locks[key]  # a gone key keeps no lock
@@ -281,14 +294,17 @@ class CredentialController:
             endpoints=self._settings.endpoints,
             has_finalizer=FINALIZER in (meta.get("finalizers") or ()),
             rotate_request=(meta.get("annotations") or {}).get(ANNOTATION_ROTATE),
+            rotate_now=(meta.get("annotations") or {}).get(ANNOTATION_ROTATE_NOW),
         )
         now = self._clock()
         plan = self._decide(inp, now)
+        first = plan
         if plan.add_finalizer:
             await self._kube.add_finalizer(body)
             inp = replace(inp, has_finalizer=True)
         inp, plan = await self._push(key, inp, plan, now)
         faults.reached(plan.step, "registered" if plan.step != "retire" else "unregistered")
+        self._count_push_failure(first, inp)
         if plan.secret is not None:
             try:
                 await self._kube.apply_secret(plan.secret)
@@ -298,12 +314,28 @@ class CredentialController:
             except KubeRefused as exc:
                 log.error("%s/%s: the API server refused the Secret: %s", namespace, name, exc.message)
                 plan = self._decide(inp.failed(secret_refusal=exc.message), now)
+                if first.facts.rotated is not None:
+                    self.metrics.rotation_failures.labels(step="secret").inc()
         plan = await self._report(body, plan)
+        self.metrics.credential(namespace, name, plan.facts)
+        warned = sum(e.reason == REASON_STILL_IN_USE for e in plan.events)
+        if warned:
+            self.metrics.still_in_use_warnings.inc(warned)
         log.debug("%s/%s: reconciled (%d Kubernetes writes)", namespace, name, plan.writes)
         if plan.retry:
             return self.requeue.backoff(key)
         self.requeue.succeeded(key)
         return plan.requeue_after.total_seconds()
+
+    def _count_push_failure(self, first: Plan, inp: CredentialInput) -> None:
+        """A push the service did not take: a registration error, and a failed rotation if one was due."""
+        if first.account is None:
+            return
+        if isinstance(inp.service, ServiceUnreachable | ServiceRefusal):
+            kind = "unreachable" if isinstance(inp.service, ServiceUnreachable) else "refused"
+            self.metrics.registration_errors.labels(kind=kind).inc()
+            if first.facts.rotated is not None:
+                self.metrics.rotation_failures.labels(step="register").inc()
 
     def _decide(self, inp: CredentialInput, now: datetime) -> Plan:
         return decide(

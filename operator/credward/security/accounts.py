@@ -36,7 +36,7 @@ MISS = Miss.MISS
 @dataclass(frozen=True, slots=True)
 class ClientEntry:
     account: Account
-    secret_hashes: tuple[tuple[str, float | None], ...]  # (hash, not_after as epoch seconds)
+    secret_hashes: tuple[tuple[str, float | None, str], ...]  # (hash, not_after as epoch seconds, secret id)
     expires_at: float | None
     held_scopes: tuple[Scope, ...]
     roles: tuple[str, ...]
@@ -51,7 +51,9 @@ class ClientEntry:
         roles = tuple(dict.fromkeys(r for m in account.role_mappings for r in m.roles))
         return cls(
             account=account,
-            secret_hashes=tuple((s.hash, s.not_after.timestamp() if s.not_after else None) for s in account.secrets),
+            secret_hashes=tuple(
+                (s.hash, s.not_after.timestamp() if s.not_after else None, s.id) for s in account.secrets
+            ),
             expires_at=account.expires_at.timestamp() if account.expires_at else None,
             held_scopes=render_permissions(profile, permissions),
             roles=roles,
@@ -61,13 +63,19 @@ class ClientEntry:
         """Active and within its lifetime."""
         return self.account.status is AccountStatus.ACTIVE and (self.expires_at is None or now < self.expires_at)
 
-    def secret_matches(self, presented_hash: str, now: float) -> bool:
-        """Constant-time compare against every live secret (all are checked, to keep timing flat)."""
-        ok = False
-        for stored, not_after in self.secret_hashes:
+    def matching_secret(self, presented_hash: str, now: float) -> str | None:
+        """The id of the live secret that matches, or None (constant-time compare against every one, for flat timing).
+
+        The id is what usage tracking records: which secret each token request authenticated with.
+        """
+        found: str | None = None
+        for stored, not_after, secret_id in self.secret_hashes:
             if hmac.compare_digest(stored, presented_hash) and (not_after is None or now < not_after):
-                ok = True
-        return ok
+                found = secret_id
+        return found
+
+    def secret_matches(self, presented_hash: str, now: float) -> bool:
+        return self.matching_secret(presented_hash, now) is not None
 
 
 class AccountCache:

@@ -10,7 +10,8 @@ cached view of the account at once. Refusals are credward errors (:class:`~credw
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -29,8 +30,9 @@ from credward.errors import BadAdminRequest, NotFound
 from credward.security.accounts import AccountCache
 from credward.security.feed import RevocationFeed
 from credward.security.metrics import Metrics
-from credward.security.model import Account, AccountStatus, RevocationEvent
+from credward.security.model import Account, AccountStatus, RevocationEvent, SecretUsage
 from credward.security.store.base import Store
+from credward.security.usage import UsageTracker, merge
 
 M = TypeVar("M", bound=BaseModel)
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
@@ -58,8 +60,9 @@ def parse_body(model: type[M], body: bytes) -> M:
         raise BadAdminRequest("; ".join(_problem(e) for e in exc.errors())) from None
 
 
-def account_view(account: Account, max_token_ttl: int) -> AccountView:
-    """An account as the admin API shows it: secret ids and times, never hashes."""
+def account_view(account: Account, max_token_ttl: int, usage: Mapping[str, SecretUsage] | None = None) -> AccountView:
+    """An account as the admin API shows it: secret ids, times and use, never hashes."""
+    used = usage or {}
     return AccountView(
         client_id=account.client_id,
         identity=account.identity,
@@ -72,7 +75,16 @@ def account_view(account: Account, max_token_ttl: int) -> AccountView:
         token_ttl_seconds=account.token_ttl_seconds,
         effective_token_ttl_seconds=min(account.token_ttl_seconds, max_token_ttl),
         groups=account.groups,
-        secrets=tuple(SecretView(id=s.id, created_at=s.created_at, not_after=s.not_after) for s in account.secrets),
+        secrets=tuple(
+            SecretView(
+                id=s.id,
+                created_at=s.created_at,
+                not_after=s.not_after,
+                last_used_at=used[s.id].last_used_at if s.id in used else None,
+                distinct_callers=used[s.id].distinct_callers if s.id in used else 0,
+            )
+            for s in account.secrets
+        ),
         role_mappings=account.role_mappings,
         updated_at=account.updated_at,
     )
@@ -91,6 +103,8 @@ class AdminService:
         issuer_host: str,
         max_token_ttl: int,
         hash_key_id: str,
+        usage: UsageTracker | None = None,
+        usage_window: float = 900.0,
     ) -> None:
         self.store = store
         self.accounts = accounts
@@ -99,6 +113,8 @@ class AdminService:
         self.issuer_host = issuer_host
         self.max_token_ttl = max_token_ttl
         self.hash_key_id = hash_key_id
+        self.usage = usage if usage is not None else UsageTracker(store, metrics)
+        self.usage_window = timedelta(seconds=usage_window)
 
     async def info(self) -> ServiceInfo:
         stored = await self.store.info()
@@ -115,8 +131,21 @@ class AdminService:
             raise NotFound(f"no account {client_id}")
         return account
 
-    async def get(self, client_id: str) -> AccountView:
-        return account_view(await self._account(client_id), self.max_token_ttl)
+    async def get(self, client_id: str, now: datetime) -> AccountView:
+        account = await self._account(client_id)
+        return account_view(account, self.max_token_ttl, await self._usage(account, now))
+
+    async def _usage(self, account: Account, now: datetime) -> dict[str, SecretUsage]:
+        """The store's usage of each secret, with what this replica has not flushed yet on top."""
+        since = now - self.usage_window
+        stored = await self.store.secret_usage(account.client_id, since)
+        found: dict[str, SecretUsage] = {}
+        for secret in account.secrets:
+            pending = self.usage.pending(account.client_id, secret.id)
+            merged = merge(stored.get(secret.id), pending, since.timestamp())
+            if merged is not None:
+                found[secret.id] = merged
+        return found
 
     async def put_account(self, client_id: str, data: AccountIn, now: datetime) -> tuple[AccountView, bool]:
         """Create or replace the account (its role mappings stay); True if it was created."""
@@ -138,13 +167,13 @@ class AdminService:
         )
         await self.store.put_account(account)
         self.accounts.invalidate(client_id)
-        return account_view(account, self.max_token_ttl), existing is None
+        return account_view(account, self.max_token_ttl, await self._usage(account, now)), existing is None
 
-    async def set_role_mappings(self, client_id: str, data: RoleMappingsIn) -> AccountView:
+    async def set_role_mappings(self, client_id: str, data: RoleMappingsIn, now: datetime) -> AccountView:
         await self._account(client_id)
         await self.store.set_role_mappings(client_id, data.mappings)
         self.accounts.invalidate(client_id)
-        return await self.get(client_id)
+        return await self.get(client_id, now)
 
     async def revoke(self, client_id: str, now: datetime) -> RevocationEvent:
         await self._account(client_id)
@@ -157,5 +186,6 @@ class AdminService:
     async def delete(self, client_id: str) -> None:
         existed = await self.store.delete_account(client_id)
         self.accounts.invalidate(client_id)
+        self.usage.forget(client_id)
         if not existed:
             raise NotFound(f"no account {client_id}")

@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -57,6 +57,7 @@ from credward.security.openapi import openapi_document
 from credward.security.service import OAuthService
 from credward.security.settings import Settings
 from credward.security.store.base import Store
+from credward.security.usage import UsageTracker
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def build_services(
     accounts = AccountCache(store, settings.scope_profile, settings.account_cache_ttl, clock)
     metrics = Metrics()
     feed = RevocationFeed(store, metrics, keepalive=settings.feed_max_wait, buffer=settings.feed_subscriber_buffer)
-    oauth = OAuthService(settings, store, keyring, accounts, feed, metrics, hash_key, clock)
+    usage = UsageTracker(store, metrics)
+    oauth = OAuthService(settings, store, keyring, accounts, feed, metrics, hash_key, clock, usage)
     admin = AdminService(
         store,
         accounts,
@@ -140,6 +142,8 @@ def build_services(
         issuer_host=settings.issuer_host,
         max_token_ttl=settings.max_token_ttl,
         hash_key_id=hash_key_id(hash_key),
+        usage=usage,
+        usage_window=settings.usage_window,
     )
     discovery = Reply(
         200,
@@ -272,7 +276,7 @@ async def admin_info(svc: Services, request: Request) -> Reply:
 async def get_account(svc: Services, request: Request) -> Reply:
     """``GET /v1/admin/accounts/{clientId}`` -> AccountView, 404 if missing."""
     client_id = await _admin_call(svc, request)
-    return _view_reply(200, await svc.admin.get(client_id))
+    return _view_reply(200, await svc.admin.get(client_id, svc.now()))
 
 
 async def put_account(svc: Services, request: Request) -> Reply:
@@ -287,7 +291,7 @@ async def put_role_mappings(svc: Services, request: Request) -> Reply:
     """``PUT /v1/admin/accounts/{clientId}/role-mappings`` with RoleMappingsIn -> AccountView, 404 if missing."""
     client_id = await _admin_call(svc, request)
     data = parse_body(RoleMappingsIn, await read_body(request.receive, ADMIN_MAX_BODY_BYTES))
-    return _view_reply(200, await svc.admin.set_role_mappings(client_id, data))
+    return _view_reply(200, await svc.admin.set_role_mappings(client_id, data, svc.now()))
 
 
 async def revoke_account(svc: Services, request: Request) -> Reply:
@@ -353,9 +357,10 @@ _NOT_SERVED = NotFound("no resource here: paths with percent-encoded characters 
 class CredwardApp:
     """ASGI entry point: refuses percent-encoded paths, answers the hot endpoints directly, routes the rest."""
 
-    def __init__(self, direct: dict[tuple[str, str], Endpoint], router: Router) -> None:
+    def __init__(self, direct: dict[tuple[str, str], Endpoint], router: Router, services: Services) -> None:
         self._direct = direct
         self._router = router
+        self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -392,13 +397,18 @@ def create_app(
     async def reload_keys() -> None:
         svc.keyring.reload_if_changed()
 
+    async def purge() -> None:
+        await svc.store.purge_expired(svc.now())
+        await svc.store.purge_usage(svc.now() - timedelta(seconds=settings.usage_window))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: object) -> AsyncIterator[None]:
         await svc.store.migrate()
         await svc.feed.start()
         tasks = [
             asyncio.create_task(_every(settings.key_reload_interval, reload_keys, "key reload")),
-            asyncio.create_task(_every(PURGE_INTERVAL, lambda: svc.store.purge_expired(svc.now()), "purge")),
+            asyncio.create_task(_every(PURGE_INTERVAL, purge, "purge")),
+            asyncio.create_task(_every(settings.usage_flush_interval, svc.oauth.usage.flush, "usage flush")),
         ]
         try:
             yield
@@ -409,6 +419,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await svc.feed.close()
+            with contextlib.suppress(Exception):  # the last uses seen: kept if the store still answers
+                await svc.oauth.usage.flush()
             svc.oauth.audit.flush()
             await svc.admin_auth.close()
             await svc.store.close()
@@ -418,4 +430,4 @@ def create_app(
         Route(path, endpoint, methods=[method]) for (method, path), endpoint in endpoints.items()
     ]
     router = Router(routes, redirect_slashes=False, lifespan=lifespan)
-    return CredwardApp({key: endpoints[key] for key in DIRECT}, router)
+    return CredwardApp({key: endpoints[key] for key in DIRECT}, router, svc)

@@ -50,6 +50,8 @@ _HELP = {
     "throttle_window": "failed-authentication window (default 60s)",
     "feed_max_wait": "longest long-poll wait of the revocation feed (default 30s)",
     "feed_subscriber_buffer": "revocation events queued per feed stream before a slow subscriber is dropped (64)",
+    "usage_flush_interval": "how often recorded secret uses are written to the store, in one batch (default 5s)",
+    "usage_window": "distinct callers of a secret are counted over this window (default 15m)",
     "introspect_allow": "client ids (resource servers) that may introspect any client's tokens (RFC 7662 §4)",
     "log_level": "DEBUG, INFO (default), WARNING",
     "http_server": "granian (default); uvicorn and hypercorn only for the benchmark (docs/http-server.md)",

@@ -47,5 +47,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.usage_flushed = Counter(
+            "credward_secret_usage_flushed",
+            "(secret, caller) uses written to the store by usage flushes.",
+            registry=self.registry,
+        )
+        self.usage_flush_failures = Counter(
+            "credward_secret_usage_flush_failures",
+            "Usage flushes the store refused (the batch is kept for the next flush).",
+            registry=self.registry,
+        )
+        self.usage_dropped = Counter(
+            "credward_secret_usage_dropped",
+            "Secret uses not recorded because the in-memory bound of secrets was reached before a flush.",
+            registry=self.registry,
+        )
+
     def deny(self, reason: str) -> None:
         self.denied.get(reason, self.denied["server_error"]).inc()

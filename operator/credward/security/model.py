@@ -63,3 +63,21 @@ class RevocationEvent:
     client_id: str
     revoked_at: datetime
     expires_at: datetime | None = None  # after this nobody needs to remember the entry
+
+
+@dataclass(frozen=True, slots=True)
+class SecretUse:
+    """One caller's latest use of one secret, as a usage flush writes it (``caller`` is a source address)."""
+
+    client_id: str
+    secret_id: str
+    caller: str
+    last_used_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SecretUsage:
+    """What the store knows of a secret's use: its last use, and how many distinct callers used it lately."""
+
+    last_used_at: datetime
+    distinct_callers: int

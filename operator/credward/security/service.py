@@ -45,6 +45,7 @@ from credward.security.keys import KeyRing
 from credward.security.metrics import Metrics
 from credward.security.settings import Settings
 from credward.security.store.base import Store
+from credward.security.usage import UsageTracker
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +115,10 @@ class OAuthService:
         metrics: Metrics,
         hash_key: bytes,
         clock: Callable[[], float] = time.time,
+        usage: UsageTracker | None = None,
     ) -> None:
         self.settings = settings
+        self.usage = usage if usage is not None else UsageTracker(store, metrics)
         self.store = store
         self.keyring = keyring
         self.accounts = accounts
@@ -160,13 +163,15 @@ class OAuthService:
         429 instead of 401. The per-address lock (checked before any parsing)
         is absolute and is what sheds an attacker's load.
         """
-        if entry is None or not entry.secret_matches(presented, now) or not entry.usable(now):
+        secret_id = entry.matching_secret(presented, now) if entry is not None else None
+        if entry is None or secret_id is None or not entry.usable(now):
             locked = self.client_throttle.retry_after(client_id, now)
             self.client_throttle.record_failure(client_id, now)
             self.ip_throttle.record_failure(ip, now)
             if locked is not None:
                 raise Throttled("too many failed authentication attempts for this client; retry later", locked)
             raise InvalidClient("client authentication failed")
+        self.usage.record(client_id, secret_id, ip, now)
         return entry
 
     def _parse_basic(self, authorization: bytes, ip: str, now: float) -> tuple[str, str, bytes | None]:

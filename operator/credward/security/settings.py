@@ -64,6 +64,9 @@ class Settings:
     throttle_window: float = 60.0
     feed_max_wait: float = 30.0
     feed_subscriber_buffer: int = 64
+    # secret usage: flushed to the store this often; distinct callers counted over this window
+    usage_flush_interval: float = 5.0
+    usage_window: float = 900.0
     # client ids (resource servers) that may introspect other clients' tokens (RFC 7662 §4)
     introspect_allow: tuple[str, ...] = ()
     log_level: str = "INFO"
@@ -198,6 +201,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "throttle_window": _float_seconds,
     "feed_max_wait": _float_seconds,
     "feed_subscriber_buffer": _positive_int,
+    "usage_flush_interval": _float_seconds,
+    "usage_window": _float_seconds,
     "introspect_allow": _list,
     "log_level": str.upper,
     "http_server": HttpServerKind,

@@ -189,7 +189,9 @@ def test_admin_refuses_grant_verb_and_bad_bodies(service: Service) -> None:
         bad = http.put(url, json={"secrets": [{"id": "x", "hash": "not-hex"}]}, headers=service.admin_headers())
         assert bad.status_code == 400
         view = http.get(url, headers=service.admin_headers()).json()
-    assert view["secrets"] == [{"id": client.secret_id, "createdAt": None, "notAfter": None}]
+    assert view["secrets"] == [
+        {"id": client.secret_id, "createdAt": None, "notAfter": None, "lastUsedAt": None, "distinctCallers": 0}
+    ]
     assert "hash" not in json.dumps(view)
 
 

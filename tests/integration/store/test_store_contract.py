@@ -17,7 +17,7 @@ import pytest
 from credward.api.admin import RoleMapping, SecretHash
 from credward.api.models import Permission
 from credward.errors import UnstorableText
-from credward.security.model import Account, AccountStatus, RevocationKind
+from credward.security.model import Account, AccountStatus, RevocationKind, SecretUsage, SecretUse
 from credward.security.store import Store, open_store
 from credward.security.store.migrations import MIGRATIONS
 from credward.security.store.postgres import PostgresStore
@@ -365,3 +365,40 @@ async def test_a_failed_write_leaves_no_trace_and_the_store_usable(store: Store)
     assert await store.get_account("c-1") == account()
     event = await store.revoke_account("c-1", NOW)
     assert await store.revocations_since(0) == [event]
+
+
+async def test_usage_batches_merge_per_secret_and_caller_the_latest_time_winning(store: Store) -> None:
+    await store.put_account(account())
+    t = NOW
+    await store.record_usage(
+        [
+            SecretUse("c-1", "a1b2c3d4", "10.0.0.1", t),
+            SecretUse("c-1", "a1b2c3d4", "10.0.0.2", t + timedelta(seconds=5)),
+            SecretUse("c-1", "e5f6a7b8", "10.0.0.1", t + timedelta(seconds=1)),
+        ]
+    )
+    # A second replica's batch, one of its times older than what is stored: the latest stays.
+    await store.record_usage(
+        [
+            SecretUse("c-1", "a1b2c3d4", "10.0.0.2", t + timedelta(seconds=2)),
+            SecretUse("c-1", "a1b2c3d4", "10.0.0.3", t + timedelta(seconds=3)),
+        ]
+    )
+    usage = await store.secret_usage("c-1", t - timedelta(minutes=1))
+    assert usage == {
+        "a1b2c3d4": SecretUsage(t + timedelta(seconds=5), 3),
+        "e5f6a7b8": SecretUsage(t + timedelta(seconds=1), 1),
+    }
+    # Only callers seen since the given time count; the secret's last use does not depend on it.
+    recent = await store.secret_usage("c-1", t + timedelta(seconds=3))
+    assert recent["a1b2c3d4"] == SecretUsage(t + timedelta(seconds=5), 2)
+    assert await store.secret_usage("nobody", t) == {}
+
+
+async def test_purged_usage_keeps_each_secrets_last_use_and_deleting_the_account_forgets_it(store: Store) -> None:
+    await store.put_account(account())
+    await store.record_usage([SecretUse("c-1", "a1b2c3d4", "10.0.0.1", NOW)])
+    assert await store.purge_usage(NOW + timedelta(hours=1)) == 1  # the caller row; the secret's own row stays
+    assert await store.secret_usage("c-1", NOW - timedelta(hours=1)) == {"a1b2c3d4": SecretUsage(NOW, 0)}
+    assert await store.delete_account("c-1")
+    assert await store.secret_usage("c-1", NOW - timedelta(hours=1)) == {}

@@ -273,7 +273,7 @@ async def test_a_rotation_registers_the_old_secrets_deadline_only_after_the_secr
     await controller.reconcile(*KEY)
     assert service.calls.count("put_account") == 2  # the new secret, then (Secret written) the old one's deadline
     final = dict(deadlines(service, client_id))
-    assert final[first] == "2026-11-22T12:10:00Z"
+    assert final[first] == "2026-11-22T12:20:00Z"  # the cap: maxOverlap, by default twice the grace period
     assert [v for k, v in final.items() if k != first] == [None]
 
 

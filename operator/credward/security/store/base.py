@@ -6,11 +6,12 @@ one check (``is_token_revoked``); everything else is the admin path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from credward.api.admin import RoleMapping
-from credward.security.model import Account, RevocationEvent, StoreInfo
+from credward.security.model import Account, RevocationEvent, SecretUsage, SecretUse, StoreInfo
 
 
 class Store(Protocol):
@@ -52,3 +53,12 @@ class Store(Protocol):
 
     async def purge_expired(self, now: datetime) -> int:
         """Forget revoked tokens and feed entries past their expiry; returns how many rows went."""
+
+    async def record_usage(self, uses: Sequence[SecretUse]) -> None:
+        """Merge a batch of secret uses in one transaction: per (account, secret, caller) the latest time wins."""
+
+    async def secret_usage(self, client_id: str, callers_since: datetime) -> Mapping[str, SecretUsage]:
+        """Per secret id of the account: its last use ever, and how many callers used it since ``callers_since``."""
+
+    async def purge_usage(self, before: datetime) -> int:
+        """Forget per-caller uses older than ``before`` (each secret's last use stays until its account goes)."""

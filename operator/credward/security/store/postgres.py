@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -28,7 +28,15 @@ from typing import Any, Self, TypeVar
 import asyncpg
 
 from credward.api.admin import RoleMapping
-from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, StoreInfo
+from credward.security.model import (
+    Account,
+    AccountStatus,
+    RevocationEvent,
+    RevocationKind,
+    SecretUsage,
+    SecretUse,
+    StoreInfo,
+)
 from credward.security.store import codec
 from credward.security.store.migrations import SCHEMA_VERSION_POSTGRES, pending
 
@@ -229,6 +237,7 @@ class PostgresStore:
         async def work(conn: Any) -> bool:
             deleted = await conn.fetchval("DELETE FROM accounts WHERE client_id = $1 RETURNING 1", client_id)
             await conn.execute("DELETE FROM role_mappings WHERE client_id = $1", client_id)
+            await conn.execute("DELETE FROM secret_usage WHERE client_id = $1", client_id)
             return deleted is not None
 
         # Not retried: if the first attempt committed, a retry would find nothing and answer False.
@@ -336,3 +345,45 @@ class PostgresStore:
             return len(tokens) + len(events)
 
         return await self._transaction(work)
+
+    async def record_usage(self, uses: Sequence[SecretUse]) -> None:
+        """Idempotent (the latest time wins), so a batch whose connection died is simply written again."""
+        rows = [
+            (u.client_id, u.secret_id, caller, codec.to_utc(u.last_used_at))
+            for u in uses
+            if codec.storable(u.client_id) and codec.storable(u.secret_id) and codec.storable(u.caller)
+            for caller in (u.caller, "")
+        ]
+        if not rows:
+            return
+
+        async def work(conn: Any) -> None:
+            await conn.executemany(
+                "INSERT INTO secret_usage (client_id, secret_id, caller, last_used_at) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (client_id, secret_id, caller)"
+                " DO UPDATE SET last_used_at = GREATEST(secret_usage.last_used_at, excluded.last_used_at)",
+                rows,
+            )
+
+        await self._transaction(work)
+
+    async def secret_usage(self, client_id: str, callers_since: datetime) -> Mapping[str, SecretUsage]:
+        if not codec.storable(client_id):
+            return {}
+        rows = await self._query(
+            "fetch",
+            "SELECT secret_id, max(last_used_at) AS last_used,"
+            " count(*) FILTER (WHERE caller <> '' AND last_used_at >= $2) AS callers"
+            " FROM secret_usage WHERE client_id = $1 GROUP BY secret_id",
+            client_id,
+            codec.to_utc(callers_since),
+        )
+        return {str(r["secret_id"]): SecretUsage(codec.to_utc(r["last_used"]), int(r["callers"])) for r in rows}
+
+    async def purge_usage(self, before: datetime) -> int:
+        rows = await self._query(
+            "fetch",
+            "DELETE FROM secret_usage WHERE caller <> '' AND last_used_at < $1 RETURNING 1",
+            codec.to_utc(before),
+        )
+        return len(rows)

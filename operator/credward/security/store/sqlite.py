@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,15 @@ from typing import Self
 import aiosqlite
 
 from credward.api.admin import RoleMapping
-from credward.security.model import Account, AccountStatus, RevocationEvent, RevocationKind, StoreInfo
+from credward.security.model import (
+    Account,
+    AccountStatus,
+    RevocationEvent,
+    RevocationKind,
+    SecretUsage,
+    SecretUse,
+    StoreInfo,
+)
 from credward.security.store import codec
 from credward.security.store.migrations import SCHEMA_VERSION_SQLITE, pending
 
@@ -244,6 +252,7 @@ class SQLiteStore:
             async with conn.execute("DELETE FROM accounts WHERE client_id = ?", (client_id,)) as cur:
                 existed = cur.rowcount > 0
             await conn.execute_fetchall("DELETE FROM role_mappings WHERE client_id = ?", (client_id,))
+            await conn.execute_fetchall("DELETE FROM secret_usage WHERE client_id = ?", (client_id,))
         return existed
 
     @staticmethod
@@ -339,3 +348,47 @@ class SQLiteStore:
             ) as cur:
                 removed += cur.rowcount
         return removed
+
+    async def record_usage(self, uses: Sequence[SecretUse]) -> None:
+        rows = [
+            (u.client_id, u.secret_id, caller, codec.time_to_text(u.last_used_at))
+            for u in uses
+            if codec.storable(u.client_id) and codec.storable(u.secret_id) and codec.storable(u.caller)
+            for caller in (u.caller, "")
+        ]
+        if not rows:
+            return
+        async with self._transaction() as conn:
+            await conn.executemany(
+                "INSERT INTO secret_usage (client_id, secret_id, caller, last_used_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (client_id, secret_id, caller)"
+                " DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
+                rows,
+            )
+
+    async def secret_usage(self, client_id: str, callers_since: datetime) -> Mapping[str, SecretUsage]:
+        if not codec.storable(client_id):
+            return {}
+        _, reader = await self._open()
+        async with reader.execute(
+            "SELECT secret_id, max(last_used_at),"
+            " sum(CASE WHEN caller <> '' AND last_used_at >= ? THEN 1 ELSE 0 END)"
+            " FROM secret_usage WHERE client_id = ? GROUP BY secret_id",
+            (codec.time_to_text(callers_since), client_id),
+        ) as cur:
+            rows = await cur.fetchall()
+        found: dict[str, SecretUsage] = {}
+        for secret_id, last, callers in rows:
+            last_used = codec.time_from_text(str(last))
+            assert last_used is not None
+            found[str(secret_id)] = SecretUsage(last_used, int(callers))
+        return found
+
+    async def purge_usage(self, before: datetime) -> int:
+        async with (
+            self._transaction() as conn,
+            conn.execute(
+                "DELETE FROM secret_usage WHERE caller <> '' AND last_used_at < ?", (codec.time_to_text(before),)
+            ) as cur,
+        ):
+            return int(cur.rowcount)

@@ -141,6 +141,36 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO store_info (id) VALUES (replace(gen_random_uuid()::text, '-', ''))",
         ),
     ),
+    Migration(
+        version=3,
+        name="secret usage",
+        # Per (account, secret, caller) the latest use; caller '' is the secret's own row (its last use by
+        # anyone), which outlives the per-caller rows that purge_usage drops once they are old.
+        sqlite=(
+            """
+            CREATE TABLE secret_usage (
+                client_id TEXT NOT NULL,
+                secret_id TEXT NOT NULL,
+                caller TEXT NOT NULL,
+                last_used_at TEXT NOT NULL,
+                PRIMARY KEY (client_id, secret_id, caller)
+            )
+            """,
+            "CREATE INDEX secret_usage_last_used ON secret_usage (last_used_at)",
+        ),
+        postgres=(
+            """
+            CREATE TABLE secret_usage (
+                client_id TEXT NOT NULL,
+                secret_id TEXT NOT NULL,
+                caller TEXT NOT NULL,
+                last_used_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (client_id, secret_id, caller)
+            )
+            """,
+            "CREATE INDEX secret_usage_last_used ON secret_usage (last_used_at)",
+        ),
+    ),
 )
 
 
