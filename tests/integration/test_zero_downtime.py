@@ -81,7 +81,11 @@ def kubelet(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
 def test_no_token_request_fails_through_three_rotations(
     control_plane: ControlPlane, operator: ChildProcess, security: SecurityServer, namespace: str, kubelet: Kubelet
 ) -> None:
-    apply(control_plane, credential("steady", rotation={"period": "1m", "gracePeriod": GRACE, "quietPeriod": QUIET}), namespace)
+    apply(
+        control_plane,
+        credential("steady", rotation={"period": "1m", "gracePeriod": GRACE, "quietPeriod": QUIET}),
+        namespace,
+    )
     ready(control_plane, namespace, "steady")
     deadline = time.monotonic() + LAG + 30
     while not kubelet.mounted and time.monotonic() < deadline:
