@@ -25,8 +25,13 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create .venv and install credward with its dev tools.
 
 .PHONY: controlplane
-controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd and kstatus.
+controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd, kstatus and helm.
 	$(VENV)/bin/credward dev build
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/*.yaml into the Helm chart (charts/credward/files/crds; a test keeps them identical).
+	rm -f charts/credward/files/crds/*.yaml
+	cp crds/*.yaml charts/credward/files/crds/
 
 .PHONY: demo
 demo: install ## Control plane, security service, operator; examples applied, registered and synced; a token from the mounted secret, validated.
