@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from credward.security.app import ENDPOINTS
 from credward.security.cli import serve_command
 from credward.security.settings import AdminAuthMode, load_settings
 from credward.webhook import WebhookSettings
-from credward.webhook.app import PATH_MUTATE
+from credward.webhook.configuration import PATH_MUTATE
+from credward.webhook.settings import PREFIX as WEBHOOK_PREFIX
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +47,8 @@ def dockerfile() -> dict[str, Any]:
     final = text.split("\nFROM ")[-1]  # the runtime stage
     entrypoint = re.search(r"^ENTRYPOINT (\[.*\])$", final, re.MULTILINE)
     user = re.search(r"^USER (\d+):(\d+)$", final, re.MULTILINE)
-    assert entrypoint and user, "the runtime stage has an exec-form ENTRYPOINT and a numeric USER"
+    assert entrypoint, "the runtime stage has an exec-form ENTRYPOINT"
+    assert user, "the runtime stage has a numeric USER uid:gid"
     return {"entrypoint": json.loads(entrypoint.group(1)), "uid": int(user.group(1)), "gid": int(user.group(2))}
 
 
@@ -92,7 +95,8 @@ def test_operator_command_line_parses_and_its_ports_match_probes_and_services(
     c = container(docs, "operator")
     args = build_parser().parse_args(c["args"])
     assert args.func is operator_run
-    assert args.all_namespaces is False and not args.namespaces  # cluster-wide: the operator's default
+    assert args.all_namespaces is False
+    assert not args.namespaces
     assert args.liveness_port == port_named(c, "health")
     assert args.webhook_port == port_named(c, "webhook")
     assert args.verbose is (option.get("operator.verbose") == "true")
@@ -103,7 +107,9 @@ def test_operator_command_line_parses_and_its_ports_match_probes_and_services(
     webhook = WebhookSettings.from_env(env, port=args.webhook_port)
     assert webhook is not None
     service = find(docs, "Service", webhook.service)
-    assert service["spec"]["ports"] == [{"name": "https", "port": webhook.service_port, "targetPort": "webhook", "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [
+        {"name": "https", "port": webhook.service_port, "targetPort": "webhook", "protocol": "TCP"}
+    ]
     assert service["spec"]["selector"] == deployment(docs, "operator")["spec"]["selector"]["matchLabels"]
     assert webhook.namespace == NAMESPACE
     assert f"{webhook.service}.{NAMESPACE}.svc" in webhook.tls_policy.dns_names
@@ -121,10 +127,12 @@ def test_operator_command_line_parses_and_its_ports_match_probes_and_services(
 def test_operator_environment_names_are_read_by_the_operator(helm: Helm) -> None:
     source = "\n".join(p.read_text() for p in OPERATOR_DIR.rglob("*.py"))
     c = container(helm.template(*set_args({"operator.replicas": "2"})), "operator")
+    webhook_keys = {f.name for f in fields(WebhookSettings)}
     for name in env_of(c):
-        if name not in AGREED:
-            prefix_read = name.startswith("CREDWARD_WEBHOOK_") and '"CREDWARD_WEBHOOK_"' in source
-            assert f'"{name}"' in source or prefix_read, f"the operator reads no {name}"
+        if name.startswith(WEBHOOK_PREFIX):  # read as PREFIX + field name (credward.webhook.settings)
+            assert name.removeprefix(WEBHOOK_PREFIX).lower() in webhook_keys, f"the webhook has no setting {name}"
+        elif name not in AGREED:
+            assert f'"{name}"' in source, f"the operator reads no {name}"
 
 
 def test_operator_admin_token_is_the_one_the_service_accepts(helm: Helm) -> None:
@@ -145,7 +153,17 @@ def test_operator_admin_token_is_the_one_the_service_accepts(helm: Helm) -> None
     assert security["spec"]["template"]["spec"]["automountServiceAccountToken"] is True  # TokenReview in-cluster
 
 
-@pytest.mark.parametrize("option", [{}, {"security.replicas": "2", "security.storage.type": '"postgresql"', "security.storage.postgresql.dsnSecret.name": '"db"'}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {},
+        {
+            "security.replicas": "2",
+            "security.storage.type": '"postgresql"',
+            "security.storage.postgresql.dsnSecret.name": '"db"',
+        },
+    ],
+)
 def test_security_command_line_and_environment_load_and_match_the_pod(helm: Helm, option: dict[str, str]) -> None:
     docs = helm.template(*set_args(option))
     c, deploy = container(docs, "security"), deployment(docs, "security")
@@ -153,8 +171,10 @@ def test_security_command_line_and_environment_load_and_match_the_pod(helm: Helm
     assert args.func is serve_command
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "security_command")}
     settings = load_settings(flags, resolve_env(env_of(c), {"db": "postgresql://credward@db.example/credward"}))
-    assert settings.port == port_named(c, "http") == find(docs, "Service", "credward-security")["spec"]["ports"][0]["port"]
-    assert settings.host == "0.0.0.0"  # noqa: S104  (reached through the Service)
+    assert (
+        settings.port == port_named(c, "http") == find(docs, "Service", "credward-security")["spec"]["ports"][0]["port"]
+    )
+    assert settings.host == "0.0.0.0"
     assert settings.issuer == f"http://credward-security.{NAMESPACE}.svc:9000"
     assert settings.dev_mode is False  # keys and hash key come from the operator's Secrets
     assert str(settings.hash_key_file.parent) == mount_of(deploy, "hash-key")
@@ -166,5 +186,6 @@ def test_security_command_line_and_environment_load_and_match_the_pod(helm: Helm
     routes = {(method, path) for method, path, _ in ENDPOINTS}
     for probe in ("livenessProbe", "readinessProbe"):
         get = c[probe]["httpGet"]
-        assert ("GET", get["path"]) in routes and get["port"] == "http"
+        assert ("GET", get["path"]) in routes
+        assert get["port"] == "http"
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"  # the store and the keys, not mere liveness

@@ -49,7 +49,8 @@ OPTIONS: dict[str, dict[str, str]] = {
 def test_lint_is_clean(helm: Helm, option: str) -> None:
     proc = helm.run("lint", "--strict", str(CHART_DIR), *set_args(OPTIONS[option]))
     assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
-    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+    assert "[WARNING]" not in proc.stdout
+    assert "[ERROR]" not in proc.stdout
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -112,7 +113,8 @@ def test_crds_are_the_repository_crds_with_the_keep_policy(helm: Helm) -> None:
 def test_ha_turns_on_leader_election_postgresql_and_disruption_budgets(helm: Helm) -> None:
     docs = helm.template(*set_args(HA))
     operator, security = deployment(docs, "operator"), deployment(docs, "security")
-    assert operator["spec"]["replicas"] == 2 and security["spec"]["replicas"] == 3
+    assert operator["spec"]["replicas"] == 2
+    assert security["spec"]["replicas"] == 3
     env = env_of(container(docs, "operator"))
     assert env["CREDWARD_LEADER_ELECTION"]["value"] == "true"
     assert env["CREDWARD_LEADER_ELECTION_LEASE"]["value"] == "credward-operator"
@@ -177,12 +179,14 @@ def test_pod_templates_meet_the_restricted_pod_security_standard(helm: Helm) -> 
         for name, template in pod_templates(helm.template(*set_args(option))):
             spec = template["spec"]
             pod_ctx = spec["securityContext"]
-            assert pod_ctx["runAsNonRoot"] is True and pod_ctx["runAsUser"] > 0, name
+            assert pod_ctx["runAsNonRoot"] is True, name
+            assert pod_ctx["runAsUser"] > 0, name
             assert pod_ctx["seccompProfile"] == {"type": "RuntimeDefault"}, name
             writable = {m["mountPath"] for c in spec["containers"] for m in c["volumeMounts"] if not m.get("readOnly")}
             for c in spec["containers"]:
                 ctx = c["securityContext"]
-                assert ctx["allowPrivilegeEscalation"] is False and ctx["readOnlyRootFilesystem"] is True, name
+                assert ctx["allowPrivilegeEscalation"] is False, name
+                assert ctx["readOnlyRootFilesystem"] is True, name
                 assert ctx["capabilities"] == {"drop": ["ALL"]}, name
                 assert c["resources"]["requests"], name
             assert "/tmp" in writable, name
@@ -243,7 +247,9 @@ def test_every_value_has_a_comment() -> None:
             assert previous.startswith("#"), f"values.yaml line {number + 1} ({line.strip()}) has no comment"
 
 
-@pytest.mark.parametrize("template", sorted(p.name for p in (CHART_DIR / "templates").glob("*rbac*.yaml")) + ["aggregated-roles.yaml"])
+@pytest.mark.parametrize(
+    "template", [*sorted(p.name for p in (CHART_DIR / "templates").glob("*rbac*.yaml")), "aggregated-roles.yaml"]
+)
 def test_every_rbac_rule_says_why(template: str) -> None:
     lines = (CHART_DIR / "templates" / template).read_text().splitlines()
     rules = [n for n, line in enumerate(lines) if line.strip().startswith("- apiGroups:")]
