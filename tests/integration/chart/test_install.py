@@ -13,6 +13,7 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -69,6 +70,10 @@ def exists(plane: ControlPlane, obj: dict[str, Any], namespace: str) -> bool:
     return plane.kubectl(*args, check=False).returncode == 0
 
 
+def gone(plane: ControlPlane, kind: str, name: str) -> bool:
+    return plane.kubectl("get", kind, name, check=False).returncode != 0
+
+
 def can(plane: ControlPlane, who: str, verb: str, resource: str, namespace: str | None = None) -> bool:
     """``resource`` is ``kind[.group][/name]``, or ``kind.group#subresource``."""
     resource, _, subresource = resource.partition("#")
@@ -100,11 +105,11 @@ def failed_replicasets(plane: ControlPlane, namespace: str) -> list[str]:
 def assert_pods_admitted(plane: ControlPlane, namespace: str, expected: dict[str, int]) -> None:
     """The replicaset controller created (so admission accepted) the Pods of every Deployment."""
     for component, count in expected.items():
-        wait_for(
-            lambda c=component, n=count: len(pods(plane, namespace, c)) >= n or failed_replicasets(plane, namespace),
-            f"{count} {component} Pod(s) in {namespace}",
-            timeout=90,
-        )
+
+        def created(component: str = component, count: int = count) -> bool:
+            return len(pods(plane, namespace, component)) >= count or bool(failed_replicasets(plane, namespace))
+
+        wait_for(created, f"{count} {component} Pod(s) in {namespace}", timeout=90)
     assert failed_replicasets(plane, namespace) == []
 
 
@@ -288,9 +293,9 @@ def check_aggregated_roles(plane: ControlPlane) -> None:
         plane.kubectl("create", "rolebinding", "bob-view", "--clusterrole=view", "--user=bob", "-n", team)
         for resource in ("serviceaccountcredentials.credward.io", "rolebindings.credward.io"):
             # The clusterrole-aggregation controller folds the chart's roles into edit and view.
-            wait_for(lambda r=resource: can(plane, "alice", "create", r, team), f"edit to cover {resource}")
+            wait_for(partial(can, plane, "alice", "create", resource, team), f"edit to cover {resource}")
             assert can(plane, "alice", "delete", resource, team)
-            wait_for(lambda r=resource: can(plane, "bob", "list", r, team), f"view to cover {resource}")
+            wait_for(partial(can, plane, "bob", "list", resource, team), f"view to cover {resource}")
             assert not can(plane, "bob", "create", resource, team)
             assert not can(plane, "bob", "create", resource, "default")  # per namespace, not cluster-wide
         assert not can(plane, "bob", "get", "secrets", team)
@@ -308,4 +313,4 @@ def test_uninstall_without_keep_removes_the_crds(
     assert_pods_admitted(chart_plane, release_ns, {"operator": 1, "security": 1})
     cluster_helm.run("uninstall", "other", "--namespace", release_ns)
     for crd in CRDS:
-        wait_for(lambda c=crd: chart_plane.kubectl("get", "crd", c, check=False).returncode != 0, f"{crd} to go")
+        wait_for(partial(gone, chart_plane, "crd", crd), f"{crd} to go")
