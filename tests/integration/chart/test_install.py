@@ -240,6 +240,7 @@ def check_operator_rbac(plane: ControlPlane, ns: str, sa: str) -> None:
         ("create", "rolebindings.credward.io", other),
         ("update", "leases.coordination.k8s.io/another-lease", ns),
         ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses", None),
+        ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io/someone-elses", None),
         ("create", "tokenreviews.authentication.k8s.io", None),
     ]
     wrong = [f"{v} {r} in {n}: expected yes" for v, r, n in allowed if not can(plane, sa, v, r, n)]
