@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.integration.chart.test_render import OPTIONS
 from tests.support.helm import CHART_DIR, Helm, container, env_of, set_args
 from tests.support.kube import get, wait_for
 
@@ -141,7 +142,12 @@ def test_install_upgrade_uninstall(
     hash_key = secrets.token_hex(32)
     plane.kubectl("create", "secret", "generic", "credward-hash-key", "-n", ns, f"--from-literal=hash-key={hash_key}")
 
-    cluster_helm.run("install", "credward", str(CHART_DIR), "--namespace", ns)
+    installed = cluster_helm.run("install", "credward", str(CHART_DIR), "--namespace", ns).stdout
+    # NOTES.txt: a first credential and a token, with this release's names.
+    assert "kind: ServiceAccountCredential" in installed
+    assert "port-forward service/credward-security 9000:9000" in installed
+    assert "grant_type=client_credentials" in installed
+    assert f"http://credward-security.{ns}.svc:9000" in installed
 
     # Every object of the release was accepted and is there.
     objects = manifest(cluster_helm, "credward", ns)
@@ -315,3 +321,25 @@ def test_uninstall_without_keep_removes_the_crds(
     cluster_helm.run("uninstall", "other", "--namespace", release_ns)
     for crd in CRDS:
         wait_for(partial(gone, chart_plane, "crd", crd), f"{crd} to go")
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_every_option_is_accepted_by_the_api_server(
+    chart_plane: ControlPlane, cluster_helm: Helm, release_ns: str, option: str
+) -> None:
+    """Server-side dry run of each documented option's objects (the ServiceMonitor's CRD is not in this cluster)."""
+    rendered = cluster_helm.run(
+        "template", "credward", str(CHART_DIR), "--namespace", release_ns, *set_args(OPTIONS[option])
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] != "ServiceMonitor"]
+    proc = chart_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        release_ns,
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+    )
+    accepted = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
+    assert len(accepted) == len(docs), proc.stdout

@@ -6,8 +6,6 @@ tested in test_install.py.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 from tests.support.helm import CHART_DIR, Helm, container, deployment, env_of, find, kinds, pod_templates, set_args
@@ -213,9 +211,3 @@ def test_schema_refuses_bad_values_with_a_clear_message(helm: Helm, values: dict
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr
     assert message in proc.stderr, proc.stderr
-
-
-def test_no_template_output_path_is_absolute() -> None:
-    """Templates name only in-image or in-Pod paths; nothing of the machine that renders them."""
-    for path in (CHART_DIR / "templates").iterdir():
-        assert str(Path.home()) not in path.read_text(), path.name
