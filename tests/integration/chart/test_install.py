@@ -14,16 +14,20 @@ import json
 import secrets
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from tests.integration.chart.test_render import OPTIONS
 from tests.support.helm import CHART_DIR, Helm, container, env_of, set_args
-from tests.support.kube import get, wait_for
+from tests.support.kube import apply, condition, get, wait_for
+from tests.support.service import SecurityServer
 
 from credward.devcluster import ControlPlane
 from credward.devcluster.pki import CertificateAuthority
+from credward.devcluster.plane import free_port
+from credward.devcluster.processes import operator_process
 from credward.webhook import WebhookSettings
 from credward.webhook.configuration import mutating, validating
 
@@ -343,3 +347,125 @@ def test_every_option_is_accepted_by_the_api_server(
     )
     accepted = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
     assert len(accepted) == len(docs), proc.stdout
+
+
+def token_kubeconfig(plane: ControlPlane, token: str, path: Path) -> Path:
+    """The admin kubeconfig's cluster, with a ServiceAccount token as the user."""
+    doc = yaml.safe_load(plane.kubeconfig.read_text())
+    doc["users"] = [{"name": "sa", "user": {"token": token}}]
+    doc["contexts"] = [{"name": "sa", "context": {"cluster": doc["clusters"][0]["name"], "user": "sa"}}]
+    doc["current-context"] = "sa"
+    path.write_text(yaml.safe_dump(doc))
+    path.chmod(0o600)
+    return path
+
+
+def test_the_operator_works_with_exactly_the_charts_permissions(
+    chart_plane: ControlPlane, cluster_helm: Helm, release_ns: str, no_crds: None, tmp_path: Path
+) -> None:
+    """The real operator, webhook included, as the chart's ServiceAccount with the chart's settings.
+
+    Run outside the cluster (there are no nodes) with a token of the ServiceAccount, so every API call
+    it makes is authorized by the chart's RBAC alone: a credential becomes Ready, its binding Synced,
+    and an opted-in Pod is injected through the configurations it writes, with no call refused.
+    """
+    ns, plane = release_ns, chart_plane
+    cluster_helm.run("install", "credward", str(CHART_DIR), "--namespace", ns)
+    try:
+        for crd in CRDS:
+            plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
+        token = plane.kubectl("create", "token", "credward-operator", "-n", ns, "--duration=1h").stdout.strip()
+        deploy = get(plane, "deployment", "credward-operator", ns)
+        assert deploy is not None
+        chart_env = {e["name"]: e["value"] for e in container([deploy], "operator")["env"] if "value" in e}
+        port = free_port()
+        env = {
+            **{k: v for k, v in chart_env.items() if k.startswith("CREDWARD_WEBHOOK_") or k == "CREDWARD_RESYNC"},
+            "KUBECONFIG": str(token_kubeconfig(plane, token, tmp_path / "kubeconfig-operator")),
+            # What the Pod would get from the downward API, and the loopback stand-ins for the Services.
+            "CREDWARD_POD_NAMESPACE": ns,
+            "CREDWARD_POD_NAME": "credward-operator-0",
+            "CREDWARD_WEBHOOK_NAMESPACE": ns,
+            "CREDWARD_WEBHOOK_URL": f"https://127.0.0.1:{port}",
+            "CREDWARD_WEBHOOK_BIND": "127.0.0.1",
+            "CREDWARD_INFO_INTERVAL": "1s",
+        }
+        team = f"team-{secrets.token_hex(3)}"
+        plane.kubectl("create", "namespace", team)
+        with (
+            SecurityServer(tmp_path / "security") as security,
+            operator_process(
+                plane,
+                security_base_url=security.base_url,
+                hash_key_file=security.hash_key_file,
+                token_file=security.token_file,
+                log_path=tmp_path / "operator.log",
+                extra_args=[f"--webhook-port={port}"],
+                env=env,
+            ),
+        ):
+            credential = {
+                "apiVersion": "credward.io/v1alpha1",
+                "kind": "ServiceAccountCredential",
+                "metadata": {"name": "ci"},
+                "spec": {"displayName": "CI"},
+            }
+            binding = {
+                "apiVersion": "credward.io/v1alpha1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "ci-store"},
+                "spec": {
+                    "serviceAccount": "ci",
+                    "roles": ["builder"],
+                    "permissions": [{"verbs": ["read"], "path": ["store"]}],
+                },
+            }
+            apply(plane, credential, team)
+            apply(plane, binding, team)
+            ready = partial(is_true, plane, "serviceaccountcredential", "ci", team, "Ready")
+            wait_for(ready, "the credential to be Ready", timeout=90)
+            assert get(plane, "secret", "ci-credentials", team) is not None
+            wait_for(
+                partial(is_true, plane, "rolebindings.credward.io", "ci-store", team, "Synced"), "Synced", timeout=90
+            )
+            wait_for(partial(get, plane, "mutatingwebhookconfiguration", "credward", ""), "the webhook configuration")
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "app",
+                    "labels": {"credward.io/inject": "true"},
+                    "annotations": {"credward.io/credential": "ci"},
+                },
+                "spec": {"containers": [{"name": "app", "image": "example/app"}]},
+            }
+            plane.kubectl("create", "-n", team, "-f", "-", input=json.dumps(pod))
+            stored = get(plane, "pod", "app", team)
+            assert stored is not None
+            assert "credward-ci" in {v["name"] for v in stored["spec"]["volumes"]}
+        log = (tmp_path / "operator.log").read_text()
+        assert "Forbidden" not in log
+        assert "Not enough permissions" not in log  # kopf's word for a refused watch
+        calls = [
+            (e["verb"], e.get("objectRef", {}).get("resource"), e.get("responseStatus", {}).get("code"))
+            for e in plane.audit_events()
+            if e["user"]["username"] == f"system:serviceaccount:{ns}:credward-operator"
+        ]
+        # It really wrote as the ServiceAccount (the Secret, the status, the webhook configuration) ...
+        assert {
+            ("patch", "secrets"),
+            ("patch", "serviceaccountcredentials"),
+            ("patch", "mutatingwebhookconfigurations"),
+        } <= {(verb, resource) for verb, resource, _ in calls}
+        # ... and nothing it asked for was refused.
+        assert [c for c in calls if c[2] == 403] == []
+    finally:
+        plane.kubectl(
+            "delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "credward", "--ignore-not-found"
+        )
+        cluster_helm.run("uninstall", "credward", "--namespace", ns)
+
+
+def is_true(plane: ControlPlane, kind: str, name: str, namespace: str, type_: str) -> bool:
+    found = condition(get(plane, kind, name, namespace), type_)
+    return bool(found and found["status"] == "True")
