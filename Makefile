@@ -65,12 +65,17 @@ test: lint controlplane ## Lint, then unit + integration + e2e tests against rea
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: install controlplane ## Token endpoint per HTTP server, validator, revocation feed, RoleBinding-to-token latency (bench/*.json; needs wrk).
+bench: install controlplane ## Token endpoint per HTTP server, validator, revocation feed, RoleBinding-to-token and revocation latency (bench/*.json; needs wrk).
 	@command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 	$(PYTHON) -m bench.token_endpoint $(BENCH_ARGS)
 	$(PYTHON) -m bench.validator
 	$(PYTHON) -m bench.feed
 	$(PYTHON) -m bench.rolebinding_latency
+	$(PYTHON) -m bench.revocation
+
+.PHONY: bench-revocation
+bench-revocation: install controlplane ## Revocation (spec.revoked, deletion) to the token endpoint and to a feed-following validator: p50/p99 (bench/revocation.json).
+	$(PYTHON) -m bench.revocation $(BENCH_ARGS)
 
 .PHONY: bench-webhook
 bench-webhook: install controlplane ## Pod create p50/p99 with and without the webhook's opt-in label, and its request rate per core (bench/webhook.json).

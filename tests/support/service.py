@@ -6,6 +6,7 @@ right) and wipe its store, to check that the operator loses nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -17,11 +18,23 @@ from credward.devcluster.processes import ChildProcess, security_process
 
 
 class SecurityServer:
-    def __init__(self, state: Path) -> None:
+    def __init__(
+        self,
+        state: Path,
+        *,
+        keys_dir: Path | None = None,
+        hash_key_file: Path | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process, self.token_file, self.hash_key_file = security_process(
-            state, self.port, log_path=state / "security.log"
+            state,
+            self.port,
+            log_path=state / "security.log",
+            keys_dir=keys_dir,
+            hash_key_file=hash_key_file,
+            extra_args=extra_args,
         )
         self.db = state / "security" / "credward.db"
 

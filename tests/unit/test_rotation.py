@@ -43,10 +43,11 @@ THIRD = Candidate("88888888-2222-3333-4444-555555555555", "cws_third", "third001
 DUE = NOW + PERIOD - jitter(REF.uid, PERIOD)  # when a secret issued at NOW is rotated
 
 
-def after(plan: Plan) -> ServiceHolds:
-    """What the service holds once ``plan``'s account was accepted (ids and times, as the view shows them)."""
-    assert plan.account is not None
-    doc = plan.account.model_dump(by_alias=True, mode="json")
+def after(plan: Plan, *, deadline: bool = False) -> ServiceHolds:
+    """What the service holds once ``plan``'s account (or its ``deadline`` push) was accepted (ids and times)."""
+    account = plan.deadline if deadline else plan.account
+    assert account is not None
+    doc = account.model_dump(by_alias=True, mode="json")
     view = AccountView.model_validate(
         {
             **doc,
@@ -55,7 +56,7 @@ def after(plan: Plan) -> ServiceHolds:
             "secrets": [{k: v for k, v in s.items() if k != "hash"} for s in doc["secrets"]],
         }
     )
-    return holds(view, plan.confirm)
+    return holds(view, plan.confirm if deadline or plan.deadline is None else None)
 
 
 class World:
@@ -83,7 +84,7 @@ class World:
         return decide(inp, now, **kw)
 
     def carry_out(self, plan: Plan, *, until: str = "all") -> None:
-        """Apply the plan in the controller's order, stopping (a crash) after ``push`` or ``secret`` if asked."""
+        """Apply the plan in the controller's order, stopping (a crash) after ``push``, ``secret`` or ``deadline``."""
         if plan.account is not None:
             self.service = after(plan)
         if until == "push":
@@ -91,6 +92,10 @@ class World:
         if plan.secret is not None:
             self.secret = observe(plan)
         if until == "secret":
+            return
+        if plan.deadline is not None:
+            self.service = after(plan, deadline=True)
+        if until == "deadline":
             return
         if plan.status is not None:
             self.status = status_of(plan)
@@ -109,6 +114,13 @@ def created() -> World:
 
 
 def secrets_pushed(plan: Plan) -> list[tuple[str, Any]]:
+    """What the account finally holds after the plan: its deadline push if it has one, else its push."""
+    account = plan.deadline or plan.account
+    assert account is not None
+    return [(s.id, s.not_after) for s in account.secrets]
+
+
+def first_push(plan: Plan) -> list[tuple[str, Any]]:
     assert plan.account is not None
     return [(s.id, s.not_after) for s in plan.account.secrets]
 
@@ -174,7 +186,10 @@ def test_nothing_happens_before_the_rotation_is_due_and_the_wake_up_is_at_it() -
 def test_due_rotation_registers_both_secrets_then_writes_the_new_one() -> None:
     world = created()
     plan = world.decide(DUE, SECOND)
-    # The service is told first: the new secret, and the old one until the end of the grace period.
+    # The service is told first: the new secret beside the old one, neither with a deadline...
+    assert first_push(plan) == [("second01", None), ("first001", None)]
+    assert plan.step == "rotate"
+    # ...and once the Secret holds the new one, the old one's deadline: the end of the grace period.
     assert secrets_pushed(plan) == [("second01", None), ("first001", DUE + GRACE)]
     data = decoded(plan)
     assert data["client-secret"] == "cws_second"
@@ -303,3 +318,52 @@ def decoded_secret(world: World) -> dict[str, str]:
 
 def test_info_is_the_one_the_tests_hash_under() -> None:
     assert INFO.hash_key_id  # the world's service shares the test hash key
+
+
+# -- crash safety: the service never holds a deadline for the secret the Secret still serves --------------------
+
+
+def service_secrets(world: World) -> list[tuple[str, Any]]:
+    assert isinstance(world.service, ServiceHolds)
+    assert world.service.account is not None
+    return [(s.id, s.not_after) for s in world.service.account.secrets]
+
+
+def test_a_crash_after_registering_never_strands_the_secret_however_long_the_operator_is_down() -> None:
+    world = created()
+    world.carry_out(world.decide(DUE, SECOND), until="push")  # the operator dies here...
+    # ...and the Secret's secret has no deadline in the service: it is accepted for as long as the operator is down.
+    assert decoded_secret(world)["client-secret"] == "cws_first"
+    assert service_secrets(world) == [("second01", None), ("first001", None)]
+    back = DUE + 10 * GRACE
+    plan = world.decide(back, THIRD)
+    assert first_push(plan) == [("third001", None), ("first001", None)]  # the lost candidate is dropped
+    world.carry_out(plan)
+    assert service_secrets(world) == [("third001", None), ("first001", back + GRACE)]
+
+
+def test_a_crash_after_the_secret_write_registers_the_recorded_deadline_never_a_later_one() -> None:
+    world = created()
+    world.carry_out(world.decide(DUE, SECOND), until="secret")
+    assert service_secrets(world) == [("second01", None), ("first001", None)]
+    plan = world.decide(DUE + GRACE / 2, THIRD)  # back within the grace period
+    assert plan.secret is None
+    assert secrets_pushed(plan) == [("second01", None), ("first001", DUE + GRACE)]  # as recorded, not extended
+    world2 = created()
+    world2.carry_out(world2.decide(DUE, SECOND), until="secret")
+    plan = world2.decide(DUE + 3 * GRACE, THIRD)  # back after the recorded deadline: retired at once
+    assert plan.step == "retire"
+    assert secrets_pushed(plan) == [("second01", None)]
+    assert "previous-client-secret" not in decoded(plan)
+
+
+def test_a_crash_after_the_deadline_push_only_writes_the_status() -> None:
+    world = created()
+    world.carry_out(world.decide(DUE, SECOND), until="deadline")
+    plan = world.decide(DUE + timedelta(seconds=5), THIRD)
+    assert plan.secret is None
+    assert plan.status is not None
+    assert [(s.id, s.not_after) for s in status_of(plan).active_secrets] == [
+        ("second01", None),
+        ("first001", DUE + GRACE),
+    ]

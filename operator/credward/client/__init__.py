@@ -29,7 +29,7 @@ from credward.client.errors import (
     IssuerUnavailable,
     TokenEndpointError,
 )
-from credward.client.validator import AccessToken, TokenValidator, bearer_token
+from credward.client.validator import AccessToken, FeedState, TokenValidator, bearer_token
 
 __all__ = [
     "AccessToken",
@@ -37,6 +37,7 @@ __all__ = [
     "ClientConfigError",
     "ClientCredentialsAuthorizer",
     "ClientSettings",
+    "FeedState",
     "Grant",
     "InsufficientScope",
     "InvalidToken",

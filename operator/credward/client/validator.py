@@ -19,6 +19,10 @@ What happens on :meth:`TokenValidator.verify`:
    the header's choice, RFC 8725 §3.1), ``iss``, ``aud``, ``exp``, ``nbf``,
    ``iat`` with ``leeway``, and the required claims.
 4. The revocation feed, if followed (:meth:`TokenValidator.follow_revocations`).
+   A validator that has lost the feed for longer than ``loss_grace`` says so
+   (a warning, :attr:`TokenValidator.revocation_feed`) and, by default, refuses
+   every token with :class:`IssuerUnavailable` (fail closed: it can no longer
+   tell a revoked account's live token from a good one) until the feed is back.
 
 Each refusal is an :class:`InvalidToken` whose ``check`` names the check.
 """
@@ -34,7 +38,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import httpx
 import jwt
@@ -177,6 +181,24 @@ def _decode_error(exc: jwt.PyJWTError) -> InvalidToken:
             return InvalidToken(Check.FORMAT, f"the token cannot be decoded: {exc}")
 
 
+DEFAULT_FEED_LOSS_GRACE = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """The revocation feed as the validator sees it.
+
+    ``lost_since``: when it stopped answering (the validator's clock), None while it is current.
+    ``blind``: lost for longer than the grace, so revocations since then are unknown; ``refusing``: and so
+    every token is refused.
+    """
+
+    following: bool
+    lost_since: float | None
+    blind: bool
+    refusing: bool
+
+
 class TokenValidator:
     """Verifies credward (or any RFC 9068-style) JWT access tokens of one issuer; see the module docstring.
 
@@ -246,11 +268,16 @@ class TokenValidator:
         self._revoked = RevocationList()
         self._follower: threading.Thread | None = None
         self._stop = threading.Event()
+        # While following the feed: since when it has not answered (None: it is current), and what then.
+        self._feed_lost_since: float | None = None
+        self._feed_loss_grace = DEFAULT_FEED_LOSS_GRACE
+        self._feed_refuses_on_loss = True
 
     # -- verification ---------------------------------------------------------------------------------
 
     def verify(self, token: str) -> AccessToken:
         """The verified token, or :class:`InvalidToken` naming the failed check (may fetch keys, blocking)."""
+        self._feed_guard()
         hit = self._cache.get(token)
         if hit is not None:
             return hit
@@ -261,6 +288,7 @@ class TokenValidator:
 
     async def averify(self, token: str) -> AccessToken:
         """:meth:`verify` for asyncio: a key refresh does not block the loop (the signature check does, briefly)."""
+        self._feed_guard()
         hit = self._cache.get(token)
         if hit is not None:
             return hit
@@ -456,15 +484,32 @@ class TokenValidator:
 
     # -- revocation feed ------------------------------------------------------------------------------
 
-    def follow_revocations(self, wait: float = 25.0, max_token_lifetime: float = 86400.0) -> None:
+    def follow_revocations(
+        self,
+        wait: float = 25.0,
+        max_token_lifetime: float = 86400.0,
+        *,
+        loss_grace: float = DEFAULT_FEED_LOSS_GRACE,
+        on_loss: Literal["refuse", "accept"] = "refuse",
+    ) -> None:
         """Start a daemon thread that long-polls the issuer's revocation feed; :meth:`close` stops it.
 
         Revoked tokens (and every token of a revoked account issued up to its
         revocation) are refused with ``check == "revoked"`` from the moment the
         feed names them, cached or not.
+
+        When the feed has not answered for ``loss_grace`` seconds (a failed poll starts the count; so does
+        the start, until the first answer), the validator cannot know what was revoked meanwhile. It logs
+        a warning, :attr:`revocation_feed` reports it, and with ``on_loss="refuse"`` (the default) every
+        ``verify`` raises :class:`IssuerUnavailable` (a 503, not a 401: the token may be fine) until the
+        feed answers again; ``on_loss="accept"`` keeps honouring tokens until their ``exp``, as a
+        validator without the feed does.
         """
         if self._follower is not None:
             return
+        self._feed_loss_grace = loss_grace
+        self._feed_refuses_on_loss = on_loss == "refuse"
+        self._feed_lost_since = self._clock()  # not current until the first answer
         if self._feed_uri is None and self._jwks_uri is None and not self._static:
             self.refresh_keys()  # discovery names the feed
         url = self._feed_uri or self._base_url.rstrip("/") + "/v1/revocations"
@@ -499,10 +544,55 @@ class TokenValidator:
                     self.poll_revocations(wait, url, http)
                     self._revoked.forget_expired(self._clock(), max_token_lifetime)
                     backoff = 1.0
+                    self._feed_answered()
                 except IssuerUnavailable as exc:
-                    log.warning("revocation feed: %s (retrying in %.0fs)", exc, backoff)
+                    if self._stop.is_set():
+                        return  # closed while a poll was in flight: nothing is lost, nothing to tell
+                    self._feed_failed(exc, backoff)
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, 30.0)
+
+    def _feed_answered(self) -> None:
+        lost = self._feed_lost_since
+        self._feed_lost_since = None
+        if lost is not None and self._clock() - lost >= self._feed_loss_grace:
+            log.warning(
+                "revocation feed of %s is back after %.0fs; tokens are accepted again",
+                self.issuer,
+                self._clock() - lost,
+            )
+
+    def _feed_failed(self, exc: IssuerUnavailable, backoff: float) -> None:
+        if self._feed_lost_since is None:
+            self._feed_lost_since = self._clock()
+            then = "refusing every token" if self._feed_refuses_on_loss else "accepting tokens until their exp"
+            log.warning(
+                "revocation feed lost: %s; retrying in %.0fs, %s if it is not back within %.0fs",
+                exc,
+                backoff,
+                then,
+                self._feed_loss_grace,
+            )
+        else:
+            log.info("revocation feed: %s (retrying in %.0fs)", exc, backoff)
+
+    @property
+    def revocation_feed(self) -> FeedState:
+        """Whether revocations are current; for a readiness probe or a metric."""
+        lost = self._feed_lost_since if self._follower is not None else None
+        blind = lost is not None and self._clock() - lost >= self._feed_loss_grace
+        return FeedState(self._follower is not None, lost, blind, blind and self._feed_refuses_on_loss)
+
+    def _feed_guard(self) -> None:
+        lost = self._feed_lost_since
+        if lost is None or not self._feed_refuses_on_loss:
+            return
+        since = self._clock() - lost
+        if since >= self._feed_loss_grace:
+            raise IssuerUnavailable(
+                f"the revocation feed of {self.issuer} has not answered for {since:.0f}s: "
+                "refusing tokens until it does (follow_revocations(on_loss='refuse'))"
+            )
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -516,6 +606,7 @@ class TokenValidator:
         if self._follower is not None:
             self._follower.join(timeout=1.0)
             self._follower = None
+        self._feed_lost_since = None
         if self._http is not None and self._owns_http:
             self._http.close()
             self._http = None

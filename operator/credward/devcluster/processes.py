@@ -56,7 +56,8 @@ class ChildProcess:
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
-    def start(self) -> None:
+    def start(self, *, wait_ready: bool = True) -> None:
+        """Start it and (unless ``wait_ready`` is false) wait until ``health_url`` answers 200."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self._popen = subprocess.Popen(
@@ -67,6 +68,8 @@ class ChildProcess:
                 env=self.env,
                 preexec_fn=_die_with_parent,
             )
+        if not wait_ready:
+            return
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             code = self._popen.poll()
@@ -81,6 +84,27 @@ class ChildProcess:
             time.sleep(0.2)
         self.stop()
         raise ControlPlaneError(f"{self.name} was not healthy within {self.timeout:.0f}s; log: {self.log_path}")
+
+    def kill(self) -> int:
+        """SIGKILL, as a node failure or an OOM kill ends a process: no cleanup at all. Returns the exit code."""
+        if self._popen is None:
+            return 0
+        if self._popen.poll() is None:
+            self._popen.kill()
+        code = self._popen.wait()
+        self._popen = None
+        return code
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code once it has ended on its own within ``timeout`` seconds, else None (still running)."""
+        if self._popen is None:
+            return None
+        try:
+            code = self._popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._popen = None
+        return code
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (a graceful shutdown, as a kubelet does), SIGKILL after ``timeout``."""
@@ -105,17 +129,20 @@ def operator_process(
     log_path: Path,
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    namespaces: Sequence[str] = (),
 ) -> ChildProcess:
     """``credward operator run`` as user ``credward-operator``, so the audit log tells its writes apart.
 
     ``hash_key_file`` is the security service's secret-hash key; ``token_file`` holds the bearer token
-    of its admin API (``--admin-auth=bearer-file``). ``env`` adds ``CREDWARD_*`` settings.
+    of its admin API (``--admin-auth=bearer-file``). ``env`` adds ``CREDWARD_*`` settings. It watches
+    ``namespaces`` only, or every namespace when none are given.
     """
     port = free_port()
     kubeconfig = plane.user_kubeconfig(OPERATOR_USER, ["system:masters"])
+    scope = [f"--namespace={n}" for n in namespaces] or ["--all-namespaces"]
     return ChildProcess(
         "credward operator",
-        ["operator", "run", "--all-namespaces", f"--liveness-port={port}", *extra_args],
+        ["operator", "run", *scope, f"--liveness-port={port}", *extra_args],
         log_path,
         f"http://127.0.0.1:{port}/healthz",
         env={
@@ -129,18 +156,29 @@ def operator_process(
 
 
 def security_process(
-    state: Path, port: int, *, log_path: Path | None = None, extra_args: Sequence[str] = ()
+    state: Path,
+    port: int,
+    *,
+    log_path: Path | None = None,
+    extra_args: Sequence[str] = (),
+    keys_dir: Path | None = None,
+    hash_key_file: Path | None = None,
 ) -> tuple[ChildProcess, Path, Path]:
     """``credward security serve`` in dev mode on 127.0.0.1:``port``: SQLite store, admin API behind a bearer token.
 
     Everything lives under ``state/security`` (``credward.db``, ``keys/``, ``hash.key``, ``admin-token``);
     returns the process, the admin token file and the hash key file. Creates the token and the key (64 hex
     characters, as dev mode would) if missing, so the operator can be given both before the service starts.
+    ``keys_dir`` and ``hash_key_file`` point it at mounted Secrets instead (and switch dev mode off: nothing
+    is generated into a mount).
     """
     home = state / "security"
     home.mkdir(parents=True, exist_ok=True)
-    admin_token, hash_key = home / "admin-token", home / "hash.key"
-    for path, value in ((admin_token, secrets.token_urlsafe(32)), (hash_key, secrets.token_hex(32))):
+    admin_token, hash_key = home / "admin-token", hash_key_file or home / "hash.key"
+    generated = [(admin_token, secrets.token_urlsafe(32))]
+    if hash_key_file is None:
+        generated.append((hash_key, secrets.token_hex(32)))
+    for path, value in generated:
         if not path.exists():
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -154,9 +192,9 @@ def security_process(
             "--host=127.0.0.1",
             f"--port={port}",
             f"--store-url=sqlite:///{home / 'credward.db'}",
-            f"--keys-dir={home / 'keys'}",
+            f"--keys-dir={keys_dir or home / 'keys'}",
             f"--hash-key-file={hash_key}",
-            "--dev-mode=true",
+            f"--dev-mode={'false' if keys_dir or hash_key_file else 'true'}",
             "--admin-auth=bearer-file",
             f"--admin-token-file={admin_token}",
             *extra_args,

@@ -248,18 +248,28 @@ class CredentialInput:
         return replace(self, **failure)
 
 
+Step = Literal["create", "rotate", "retire"]
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What to do now, in this order. ``secret`` and ``account`` are in memory only; never log them.
 
     ``retry`` asks for a wake-up with capped exponential backoff instead of ``requeue_after``.
+
+    A rotation has a second push, ``deadline``, made only once ``secret`` is written: ``account`` registers
+    the new secret beside the old one *without* the old one's ``notAfter``, so a crash before the Secret
+    holds the new value can never leave the old value past a deadline (see :func:`rotation_accounts`).
+    ``step`` names the kind of change (``create``, ``rotate``, ``retire``) for logs and fault points.
     """
 
     client_id: str | None = None
     add_finalizer: bool = False
     revoke: bool = False
     account: AccountIn | None = None
-    confirm: str | None = None  # remember this fingerprint once ``account`` is accepted
+    confirm: str | None = None  # remember this fingerprint once the last of ``account``/``deadline`` is accepted
+    deadline: AccountIn | None = None
+    step: Step | None = None
     mappings: RoleMappingsIn | None = None
     secret: dict[str, Any] | None = None
     status: dict[str, Any] | None = None
@@ -329,6 +339,19 @@ def account_in(inp: CredentialInput, client_id: str, held: Held, expires_at: dat
             for value, record in pairs
         ),
     )
+
+
+def rotation_accounts(want: AccountIn) -> tuple[AccountIn, AccountIn]:
+    """A rotation's two pushes: before the Secret is written, its secrets with no ``notAfter``; after, ``want``.
+
+    The old secret's deadline reaches the service only once the Secret holds the new value, so however long
+    an operator that died in between stays down, the Secret's ``client-secret`` is accepted. The candidate is
+    registered without a deadline too: a candidate whose Secret write never happened exists only in the dead
+    process's memory, and the next push (a fresh candidate, or the retirement) drops it from the account.
+    """
+    return want.model_copy(
+        update={"secrets": tuple(s.model_copy(update={"not_after": None}) for s in want.secrets)}
+    ), want
 
 
 def push_fingerprint(account: AccountIn, info: ServiceInfo) -> str:
@@ -510,6 +533,14 @@ def decide(
     write_status = status_doc if status_doc != status_document(status) else None
 
     push = reg.push and inp.secret_refusal is None
+    first, deadline = rotation_accounts(want) if why_rotate is not None and apply_secret is not None else (want, None)
+    step: Step | None = None
+    if apply_secret is not None and fresh:
+        step = "create"
+    elif apply_secret is not None and why_rotate is not None:
+        step = "rotate"
+    elif retiring is not None:
+        step = "retire"
     wake = [resync]
     if expires_at is not None and not expired:
         wake.append(expires_at - now)
@@ -521,8 +552,10 @@ def decide(
         client_id=client_id,
         add_finalizer=not inp.has_finalizer,
         revoke=reg.revoke and push,
-        account=want if push else None,
+        account=first if push else None,
         confirm=reg.fingerprint,
+        deadline=deadline if push else None,
+        step=step,
         mappings=mappings,
         secret=apply_secret,
         status=write_status,

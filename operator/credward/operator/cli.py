@@ -7,6 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
+from credward.operator import faults
 from credward.operator.settings import OperatorSettings, SettingsError
 from credward.webhook import WebhookSettings, WebhookSettingsError
 
@@ -71,7 +72,18 @@ def _run(args: argparse.Namespace) -> int:
     except (SettingsError, WebhookSettingsError) as exc:
         logging.getLogger("credward").error("invalid configuration: %s", exc)
         return 2
-    asyncio.run(run_operator(settings, webhook=webhook))
+    fault = faults.misconfigured()
+    if fault is not None:
+        logging.getLogger("credward").error("invalid configuration: %s", fault)
+        return 2
+    from kopf._core.engines.activities import ActivityError
+
+    try:
+        asyncio.run(run_operator(settings, webhook=webhook))
+    except ActivityError as exc:  # a startup step failed for good, e.g. a malformed shared Secret (already logged)
+        causes = "; ".join(str(o.exception) for o in exc.outcomes.values() if o.exception is not None)
+        logging.getLogger("credward").error("cannot start: %s", causes or exc)
+        return 2
     return 0
 
 

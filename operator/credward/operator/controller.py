@@ -8,7 +8,9 @@ ServiceAccountCredential *and* the RoleBindings that name it: the account's
 role mappings have one writer, under one lock.
 
 Order of the writes: finalizer, then the service (revoke, account, role
-mappings), then the Secret, then status, binding statuses and events. A write
+mappings), then the Secret, then — for a rotation — the old secret's deadline
+in the service, then status, binding statuses and events. Named fault points
+(:mod:`credward.operator.faults`) sit between these steps. A write
 that fails feeds back into ``decide`` (see :mod:`credward.domain.credential`),
 so the status written says why.
 
@@ -64,6 +66,7 @@ from credward.errors import (
     ServiceUnavailable,
     TransientError,
 )
+from credward.operator import faults
 from credward.operator.metrics import OperatorMetrics
 from credward.operator.requeue import Key, Requeue
 from credward.operator.service import SecurityService
@@ -285,10 +288,13 @@ class CredentialController:
             await self._kube.add_finalizer(body)
             inp = replace(inp, has_finalizer=True)
         inp, plan = await self._push(key, inp, plan, now)
+        faults.reached(plan.step, "registered" if plan.step != "retire" else "unregistered")
         if plan.secret is not None:
             try:
                 await self._kube.apply_secret(plan.secret)
                 log.info("%s/%s: applied Secret %s", namespace, name, plan.secret["metadata"]["name"])
+                faults.reached(plan.step, "secret-written")
+                plan = await self._push_deadline(key, plan)
             except KubeRefused as exc:
                 log.error("%s/%s: the API server refused the Secret: %s", namespace, name, exc.message)
                 plan = self._decide(inp.failed(secret_refusal=exc.message), now)
@@ -321,10 +327,12 @@ class CredentialController:
                 await self._service.revoke(client_id)
             if plan.account is not None:
                 view = await self._service.put_account(client_id, plan.account)
-                if plan.confirm is not None:
-                    self._confirmed[key] = plan.confirm
+                # A rotation's first push is not what the account should finally hold: confirm the deadline push.
+                confirm = plan.confirm if plan.deadline is None else None
+                if confirm is not None:
+                    self._confirmed[key] = confirm
                 if isinstance(inp.service, ServiceHolds):
-                    inp = replace(inp, service=replace(inp.service, account=view, confirmed=plan.confirm))
+                    inp = replace(inp, service=replace(inp.service, account=view, confirmed=confirm))
                 log.info("%s/%s: registered client %s with the security service", *key, client_id)
         except ServiceUnavailable as exc:
             inp = inp.failed(service=ServiceUnreachable(str(exc)))
@@ -353,6 +361,25 @@ class CredentialController:
         inp = inp.failed(mappings_failure=failure)
         return inp, self._decide(inp, now)
 
+    async def _push_deadline(self, key: Key, plan: Plan) -> Plan:
+        """A rotation's second push, once the Secret holds the new secret: the old secret's ``notAfter``.
+
+        If it fails, the status is written all the same and the reconcile is retried: the next decision finds
+        the service without the deadline the Secret records and pushes it (an old secret is never stranded).
+        """
+        if plan.deadline is None or plan.client_id is None:
+            return plan
+        try:
+            await self._service.put_account(plan.client_id, plan.deadline)
+        except (ServiceUnavailable, ServiceRefused) as exc:
+            log.warning("%s/%s: the old secret's deadline is not registered yet (%s); retrying", *key, exc)
+            return replace(plan, retry=True)
+        if plan.confirm is not None:
+            self._confirmed[key] = plan.confirm
+        log.info("%s/%s: registered the previous secret's deadline with the security service", *key)
+        faults.reached(plan.step, "deadline-registered")
+        return plan
+
     async def _report(self, body: dict[str, Any], plan: Plan) -> Plan:
         """Status, binding statuses and events. A refused status write is told as an event and retried."""
         meta = body["metadata"]
@@ -361,6 +388,7 @@ class CredentialController:
         if plan.status is not None:
             try:
                 await self._kube.apply_credential_status(namespace, name, plan.status)
+                faults.reached(plan.step, "status-written")
             except KubeRefused as exc:
                 events.append(Event("Warning", "StatusRefused", f"The API server refused the status: {exc.message}"))
                 plan = replace(plan, retry=True)
@@ -391,7 +419,7 @@ class CredentialController:
         await self._write_bindings(namespace, rolebinding.orphan_updates(bindings, name, self._clock()))
 
     async def _finalize(self, body: dict[str, Any]) -> float | None:
-        """Remove the account from the service, then let the deletion go on; never block it forever."""
+        """Revoke and remove the account in the service, then let the deletion go on; never block it forever."""
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         if FINALIZER not in (meta.get("finalizers") or ()):
@@ -404,8 +432,11 @@ class CredentialController:
         action = cleanup_action(client_id, annotations, since, now, timeout, last_failed=False)
         if action == "delete" and client_id is not None:
             try:
+                # Revoked first: the feed tells validators to refuse the account's live tokens, which the
+                # deletion alone would leave valid until their exp. Both are idempotent, so a crash between is fine.
+                await self._service.revoke(client_id)
                 await self._service.delete_account(client_id)
-                log.info("%s/%s: removed client %s from the security service", *key, client_id)
+                log.info("%s/%s: revoked and removed client %s from the security service", *key, client_id)
             except (ServiceUnavailable, ServiceRefused) as exc:
                 action = cleanup_action(client_id, annotations, since, now, timeout, last_failed=True)
                 if action != "give-up":

@@ -24,9 +24,11 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
+from datetime import timedelta
 from typing import Any
 
 import kopf
+from kubernetes_asyncio.client import ApiClient
 
 from credward.api import (
     CREDENTIAL_KIND,
@@ -37,11 +39,18 @@ from credward.api import (
     ROLEBINDING_PLURAL,
     VERSION,
 )
+from credward.domain.restarts import ANNOTATION_RESTART_ON_ROTATION
+from credward.domain.signing_keys import KeyPolicy
+from credward.errors import SettingsError, TransientError
 from credward.operator.controller import CredentialController
-from credward.operator.kube import Kube
+from credward.operator.kube import Kube, load_config
 from credward.operator.metrics import HealthServer, OperatorMetrics
+from credward.operator.restarts import RESOURCES as RESTART_RESOURCES
+from credward.operator.restarts import Restarts
 from credward.operator.service import AdminClient
 from credward.operator.settings import OperatorSettings, read_hash_key
+from credward.operator.shared_secrets import NamespaceSecrets, ensure_signing_keys, hash_key_from_secret
+from credward.operator.signing import SigningKeyManager
 from credward.webhook import WebhookRuntime, WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -68,6 +77,7 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
         # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        hash_key = await _shared_secrets(settings)  # before the stack: a retried startup leaks nothing
         stack = AsyncExitStack()
         state["stack"] = stack
         kube = await stack.enter_async_context(Kube.connect(settings.field_manager))
@@ -77,9 +87,7 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             )
         )
         metrics = OperatorMetrics()
-        controller = CredentialController(
-            kube, service, settings, read_hash_key(settings.hash_key_file), metrics=metrics
-        )
+        controller = CredentialController(kube, service, settings, hash_key, metrics=metrics)
         state["controller"] = controller
         if settings.liveness_port:
             health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
@@ -87,6 +95,33 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             stack.push_async_callback(health.stop)
         await controller.refresh_info()
         state["poller"] = asyncio.create_task(controller.poll_info_forever())
+        # -- signing-key rotation (docs/operator.md, "Signing keys") --------------------------------------------
+        if settings.signing_keys_secret and settings.pod_namespace:
+            api = await stack.enter_async_context(ApiClient())
+
+            def max_token_ttl() -> timedelta | None:
+                info = controller.info
+                return timedelta(seconds=info.max_token_ttl_seconds) if info is not None else None
+
+            manager = SigningKeyManager(
+                NamespaceSecrets.of(api, settings.pod_namespace),
+                settings.signing_keys_secret,
+                KeyPolicy(
+                    period=settings.signing_key_period,
+                    jwks_cache=settings.signing_key_jwks_cache,
+                    propagation=settings.signing_key_propagation,
+                    clock_skew=settings.signing_key_clock_skew,
+                ),
+                settings.signing_key_alg,
+                max_token_ttl=max_token_ttl,
+                post_event=kube.post_event,
+                # Leader election (CREDWARD_LEADER_ELECTION): pass the elector's "am I the leader" check here.
+                is_leader=lambda: True,
+                resync=settings.resync,
+                recheck=settings.info_interval,
+                backoff_max=settings.backoff_max,
+            )
+            state["signing"] = asyncio.create_task(manager.run_forever())
         if webhook is not None:  # the admission webhook (docs/webhook.md) runs in the operator's event loop
             runtime = await WebhookRuntime.start_from_settings(webhook)
             stack.push_async_callback(runtime.stop)
@@ -101,6 +136,11 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        signing: asyncio.Task[None] | None = state.pop("signing", None)  # signing-key rotation
+        if signing is not None:
+            signing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await signing
         poller: asyncio.Task[None] | None = state.pop("poller", None)
         if poller is not None:
             poller.cancel()
@@ -134,4 +174,73 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         if account:
             state["controller"].trigger(kwargs["namespace"], account)
 
+    # -- coalesced restarts on rotation (credward.operator.restarts, docs/operator.md) -------------------------
+    # Workloads that opted in are looked at when their template or credward's annotations change and when a
+    # credward Secret they name changes; each look decides afresh from what is stored.
+
+    @kopf.on.startup(registry=registry)
+    async def restarts_startup(**_: Any) -> None:
+        stack = AsyncExitStack()
+        state["restarts_stack"] = stack
+        state["restarts"] = await stack.enter_async_context(
+            Restarts.connect(
+                debounce=settings.restart_debounce,
+                max_wait=settings.restart_max_wait,
+                field_manager=settings.field_manager,
+                backoff_max=settings.backoff_max,
+            )
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def restarts_cleanup(**_: Any) -> None:
+        stack: AsyncExitStack | None = state.pop("restarts_stack", None)
+        if stack is not None:
+            await stack.aclose()
+
+    def restart_workload_handler(kind: str, plural: str) -> None:
+        @kopf.on.event(
+            "apps",
+            "v1",
+            plural,
+            id=f"restart-{plural}",
+            annotations={ANNOTATION_RESTART_ON_ROTATION: "true"},
+            registry=registry,
+        )
+        async def workload_event(**kwargs: Any) -> None:
+            state["restarts"].workload_event(kind, kwargs["type"], kwargs["body"])
+
+    for kind, plural in RESTART_RESOURCES.items():
+        restart_workload_handler(kind, plural)
+
+    @kopf.on.event("", "v1", "secrets", id="restart-secret", registry=registry)
+    async def restart_secret_event(**kwargs: Any) -> None:
+        if kwargs["type"] is None:
+            return  # the initial listing: every opted-in workload is looked at once anyway
+        state["restarts"].secret_event(kwargs["namespace"], kwargs["name"], owner_credential(kwargs["meta"]))
+
     return registry
+
+
+# -- shared Secrets (docs/operator.md, "Shared Secrets") ----------------------------------------------------------
+
+
+async def _shared_secrets(settings: OperatorSettings) -> bytes:
+    """The secret-hash key (file or Secret); the signing-keys Secret created if absent. Bad Secrets stop the start."""
+    namespace = settings.pod_namespace
+    if not (settings.hash_key_secret or settings.signing_keys_secret) or namespace is None:
+        assert settings.hash_key_file is not None  # settings require the file when there is no Secret
+        return read_hash_key(settings.hash_key_file)
+    await load_config()
+    async with ApiClient() as api:
+        store = NamespaceSecrets.of(api, namespace)
+        try:
+            if settings.signing_keys_secret:
+                await ensure_signing_keys(store, settings.signing_keys_secret, settings.signing_key_alg)
+            if settings.hash_key_secret:
+                return await hash_key_from_secret(store, settings.hash_key_secret)
+        except SettingsError as exc:
+            raise kopf.PermanentError(str(exc)) from None
+        except TransientError as exc:
+            raise kopf.TemporaryError(str(exc), delay=exc.delay) from None
+    assert settings.hash_key_file is not None
+    return read_hash_key(settings.hash_key_file)

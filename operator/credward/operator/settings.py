@@ -9,6 +9,7 @@ their owners: the hash key once, the token whenever the kubelet replaces it.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +17,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from credward.domain.credential import Endpoints
-from credward.domain.durations import parse_duration
+from credward.domain.durations import format_duration, parse_duration
+from credward.domain.jwk import SigningAlgorithm
 from credward.domain.secrets import parse_hash_key
 from credward.errors import HashKeyError, InvalidSpec, SettingsError
 
@@ -40,7 +42,7 @@ def read_hash_key(path: Path) -> bytes:
 class OperatorSettings:
     security_base_url: str = DEFAULT_SECURITY_BASE_URL
     issuer: str = DEFAULT_SECURITY_BASE_URL
-    hash_key_file: Path = Path("hash-key")
+    hash_key_file: Path | None = Path("hash-key")  # None: the hash key comes from CREDWARD_HASH_KEY_SECRET
     token_file: Path = Path(IN_CLUSTER_TOKEN_FILE)
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     resync: timedelta = timedelta(minutes=10)
@@ -51,6 +53,19 @@ class OperatorSettings:
     cleanup_timeout: timedelta = timedelta(hours=1)
     field_manager: str = "credward-operator"
     liveness_port: int | None = None
+    # -- shared Secrets and signing-key rotation (docs/operator.md, "Shared Secrets", "Signing keys") --
+    pod_namespace: str | None = None  # CREDWARD_POD_NAMESPACE: where credward runs and its shared Secrets live
+    hash_key_secret: str | None = None
+    signing_keys_secret: str | None = None
+    signing_key_alg: SigningAlgorithm = SigningAlgorithm.ES256
+    signing_key_period: timedelta = timedelta(days=30)
+    signing_key_jwks_cache: timedelta = timedelta(minutes=5)
+    signing_key_propagation: timedelta = timedelta(minutes=2)
+    signing_key_clock_skew: timedelta = timedelta(minutes=1)
+    # Coalesced restarts on rotation (credward.operator.restarts): look at a workload this long after the
+    # first trigger of a burst; wait at most this long for further rotations before restarting.
+    restart_debounce: timedelta = timedelta(seconds=2)
+    restart_max_wait: timedelta = timedelta(minutes=1)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -75,9 +90,16 @@ class OperatorSettings:
             n.strip() for n in env.get("CREDWARD_NAMESPACES", "").split(",") if n.strip()
         )
         hash_key_file = value("hash_key_file", "CREDWARD_HASH_KEY_FILE")
-        if not hash_key_file:
-            raise SettingsError("CREDWARD_HASH_KEY_FILE is required: the file holding the secret-hash key")
-        read_hash_key(Path(hash_key_file))  # fail at start, not at the first registration
+        hash_key_secret = env.get("CREDWARD_HASH_KEY_SECRET") or None
+        if hash_key_file and hash_key_secret:
+            raise SettingsError("CREDWARD_HASH_KEY_FILE and CREDWARD_HASH_KEY_SECRET are both set: choose one")
+        if not hash_key_file and not hash_key_secret:
+            raise SettingsError(
+                "CREDWARD_HASH_KEY_FILE or CREDWARD_HASH_KEY_SECRET is required: the secret-hash key, "
+                "as a file or as a Secret in CREDWARD_POD_NAMESPACE"
+            )
+        if hash_key_file:
+            read_hash_key(Path(hash_key_file))  # fail at start, not at the first registration
         token_file = Path(value("token_file", "CREDWARD_SECURITY_TOKEN_FILE", IN_CLUSTER_TOKEN_FILE) or "")
         if not token_file.is_file():
             raise SettingsError(f"CREDWARD_SECURITY_TOKEN_FILE: {token_file} is not a readable file")
@@ -97,10 +119,37 @@ class OperatorSettings:
             port = int(port_text) if port_text else None
         except ValueError:
             raise SettingsError(f"CREDWARD_LIVENESS_PORT: {port_text!r} is not a port number") from None
+        # -- shared Secrets and signing-key rotation ------------------------------------------------------------
+        pod_namespace = env.get("CREDWARD_POD_NAMESPACE") or None
+        signing_keys_secret = env.get("CREDWARD_SIGNING_KEYS_SECRET") or None
+        for key, name in (
+            ("CREDWARD_HASH_KEY_SECRET", hash_key_secret),
+            ("CREDWARD_SIGNING_KEYS_SECRET", signing_keys_secret),
+        ):
+            if name and not pod_namespace:
+                raise SettingsError(f"{key} needs CREDWARD_POD_NAMESPACE: the namespace its Secret lives in")
+            if name and not _DNS_SUBDOMAIN.fullmatch(name):
+                raise SettingsError(f"{key}: {name!r} is not a valid Secret name")
+        alg_text = env.get("CREDWARD_SIGNING_KEY_ALG", SigningAlgorithm.ES256.value)
+        try:
+            signing_key_alg = SigningAlgorithm(alg_text)
+        except ValueError:
+            choices = ", ".join(a.value for a in SigningAlgorithm)
+            raise SettingsError(f"CREDWARD_SIGNING_KEY_ALG: {alg_text!r} is not one of {choices}") from None
+        key_period = duration("signing_key_period", "CREDWARD_SIGNING_KEY_PERIOD", "720h")
+        jwks_cache = duration("signing_key_jwks_cache", "CREDWARD_SIGNING_KEY_JWKS_CACHE", "5m")
+        propagation = duration("signing_key_propagation", "CREDWARD_SIGNING_KEY_PROPAGATION", "2m")
+        clock_skew = duration("signing_key_clock_skew", "CREDWARD_SIGNING_KEY_CLOCK_SKEW", "1m")
+        if key_period < jwks_cache + propagation:
+            raise SettingsError(
+                f"CREDWARD_SIGNING_KEY_PERIOD ({format_duration(key_period)}) must be at least "
+                "CREDWARD_SIGNING_KEY_JWKS_CACHE + CREDWARD_SIGNING_KEY_PROPAGATION "
+                f"({format_duration(jwks_cache + propagation)}): a next key is published that long before it signs"
+            )
         return cls(
             security_base_url=base.rstrip("/"),
             issuer=issuer.rstrip("/"),
-            hash_key_file=Path(hash_key_file),
+            hash_key_file=Path(hash_key_file) if hash_key_file else None,
             token_file=token_file,
             namespaces=tuple(str(n) for n in ns_value),  # type: ignore[attr-defined]
             resync=duration("resync", "CREDWARD_RESYNC", "10m"),
@@ -110,7 +159,20 @@ class OperatorSettings:
             conflict_recheck=duration("conflict_recheck", "CREDWARD_CONFLICT_RECHECK", "5s"),
             cleanup_timeout=duration("cleanup_timeout", "CREDWARD_CLEANUP_TIMEOUT", "1h"),
             liveness_port=port,
+            pod_namespace=pod_namespace,
+            hash_key_secret=hash_key_secret,
+            signing_keys_secret=signing_keys_secret,
+            signing_key_alg=signing_key_alg,
+            signing_key_period=key_period,
+            signing_key_jwks_cache=jwks_cache,
+            signing_key_propagation=propagation,
+            signing_key_clock_skew=clock_skew,
+            restart_debounce=duration("restart_debounce", "CREDWARD_RESTART_DEBOUNCE", "2s"),
+            restart_max_wait=duration("restart_max_wait", "CREDWARD_RESTART_MAX_WAIT", "1m"),
         )
+
+
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def _check_url(key: str, value: str) -> None:

@@ -13,8 +13,6 @@ converted from DER to JOSE's raw ``r || s`` with ``decode_dss_signature``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import logging
 import os
@@ -23,73 +21,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+# Key material lives in the domain, shared with the operator that rotates the keys; imported from here as always.
+from credward.domain.jwk import PrivateKey as PrivateKey
+from credward.domain.jwk import SigningAlgorithm as SigningAlgorithm
+from credward.domain.jwk import algorithm_of as algorithm_of
+from credward.domain.jwk import b64url as b64url
+from credward.domain.jwk import generate_key as generate_key
+from credward.domain.jwk import key_to_pem as key_to_pem
+from credward.domain.jwk import load_private_key
+from credward.domain.jwk import public_jwk as public_jwk
+from credward.domain.jwk import thumbprint as thumbprint
 from credward.errors import KeyLoadError as KeyLoadError  # where callers have always imported it from
-from credward.security.settings import SigningAlgorithm
 
 log = logging.getLogger(__name__)
 
 CURRENT_KEY_FILE = "current.pem"
-PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-
-
-def b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-def algorithm_of(key: PrivateKey) -> SigningAlgorithm:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        if not isinstance(key.curve, ec.SECP256R1):
-            raise KeyLoadError(f"EC keys must use P-256 for ES256, not {key.curve.name}")
-        return SigningAlgorithm.ES256
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < 2048:
-            raise KeyLoadError("RSA keys must have at least 2048 bits")
-        return SigningAlgorithm.RS256
-    return SigningAlgorithm.EDDSA
-
-
-def generate_key(alg: SigningAlgorithm) -> PrivateKey:
-    if alg is SigningAlgorithm.ES256:
-        return ec.generate_private_key(ec.SECP256R1())
-    if alg is SigningAlgorithm.RS256:
-        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
-    return ed25519.Ed25519PrivateKey.generate()
-
-
-def key_to_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
-
-
-def thumbprint(jwk: dict[str, Any]) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256 of the required members, sorted, no whitespace)."""
-    members = _THUMBPRINT_MEMBERS[jwk["kty"]]
-    canonical = json.dumps({k: jwk[k] for k in members}, separators=(",", ":"), sort_keys=True)
-    return b64url(hashlib.sha256(canonical.encode()).digest()).decode()
-
-
-def public_jwk(key: PrivateKey) -> dict[str, Any]:
-    """The public JWK with ``kid`` (RFC 7638 thumbprint), ``alg`` and ``use``."""
-    alg = algorithm_of(key)
-    jwk: dict[str, Any]
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        jwk = dict(ECAlgorithm.to_jwk(key.public_key(), as_dict=True))
-    elif isinstance(key, rsa.RSAPrivateKey):
-        jwk = dict(RSAAlgorithm.to_jwk(key.public_key(), as_dict=True))
-    else:
-        jwk = dict(OKPAlgorithm.to_jwk(key.public_key(), as_dict=True))
-    jwk.pop("key_ops", None)
-    jwk.update(kid=thumbprint(jwk), alg=alg.value, use="sig")
-    return jwk
 
 
 def _signer_function(key: PrivateKey) -> Callable[[bytes], bytes]:
@@ -139,13 +89,10 @@ class KeySet:
 
 def _load_pem(path: Path) -> PrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except (OSError, ValueError, TypeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise KeyLoadError(f"cannot load private key {path.name}: {type(exc).__name__}") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
-        raise KeyLoadError(f"{path.name}: unsupported key type {type(key).__name__}")
-    algorithm_of(key)
-    return key
+    return load_private_key(data, path.name)
 
 
 def _fingerprint(keys_dir: Path) -> tuple[tuple[str, int, int, int], ...]:
@@ -175,7 +122,19 @@ def ensure_dev_key(keys_dir: Path, alg: SigningAlgorithm) -> None:
 
 
 def load_keyset(keys_dir: Path, alg: SigningAlgorithm) -> KeySet:
-    """Load every ``*.pem``; ``current.pem`` must exist and match the configured algorithm."""
+    """Load every ``*.pem``; ``current.pem`` must exist and match the configured algorithm.
+
+    A set read while the directory changed (a kubelet swapping ``..data`` between two reads: the old
+    ``current.pem`` with the new ``previous.pem``) is read again, so it is never a mix of two versions.
+    """
+    for _ in range(4):
+        keyset = _load_keyset(keys_dir, alg)
+        if _fingerprint(keys_dir) == keyset.fingerprint:
+            break
+    return keyset  # still changing after four reads: the fingerprint differs, so the next check reloads
+
+
+def _load_keyset(keys_dir: Path, alg: SigningAlgorithm) -> KeySet:
     fingerprint = _fingerprint(keys_dir)
     current_path = keys_dir / CURRENT_KEY_FILE
     if not current_path.exists():

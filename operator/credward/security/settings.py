@@ -16,17 +16,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from credward.domain.durations import parse_duration
+from credward.domain.jwk import SigningAlgorithm as SigningAlgorithm  # shared with the operator
 from credward.domain.scopes import ScopeProfile
 from credward.errors import InvalidDuration
 from credward.errors import SettingsError as SettingsError  # where callers have always imported it from
 
 ENV_PREFIX = "CREDWARD_SECURITY_"
-
-
-class SigningAlgorithm(StrEnum):
-    ES256 = "ES256"
-    RS256 = "RS256"
-    EDDSA = "EdDSA"
 
 
 class HttpServerKind(StrEnum):

@@ -249,3 +249,39 @@ async def test_unexpected_error_in_a_wake_up_task_keeps_the_next_wake_up() -> No
     requeue.close()
     assert len(calls) >= 2
     assert isinstance(seen[0], RuntimeError)
+
+
+def deadlines(service: FakeService, client_id: str) -> list[tuple[str, str | None]]:
+    return [(s["id"], s.get("notAfter")) for s in service.accounts[client_id]["secrets"]]
+
+
+async def test_a_rotation_registers_the_old_secrets_deadline_only_after_the_secret_is_written(world: Any) -> None:
+    kube, service, controller = world
+    kube.credentials[KEY] = credential("app", rotation={"period": "1h", "gracePeriod": "10m"})
+    await controller.reconcile(*KEY)
+    client_id = kube.credentials[KEY]["status"]["clientId"]
+    first = deadlines(service, client_id)[0][0]
+    kube.credentials[KEY]["metadata"]["annotations"] = {"credward.io/rotate": "now"}
+    kube.fail["apply_secret"] = KubeRefused("a policy refuses it", 422)
+    await controller.reconcile(*KEY)
+    # The new secret is registered beside the old one, but with no deadline while the Secret holds the old one.
+    held = deadlines(service, client_id)
+    assert len(held) == 2
+    assert all(not_after is None for _, not_after in held)
+    del kube.fail["apply_secret"]
+    service.calls.clear()
+    await controller.reconcile(*KEY)
+    assert service.calls.count("put_account") == 2  # the new secret, then (Secret written) the old one's deadline
+    final = dict(deadlines(service, client_id))
+    assert final[first] == "2026-11-22T12:10:00Z"
+    assert [v for k, v in final.items() if k != first] == [None]
+
+
+async def test_deletion_revokes_the_account_before_removing_it(world: Any) -> None:
+    kube, service, controller = world
+    kube.credentials[KEY] = credential("app")
+    await controller.reconcile(*KEY)
+    kube.credentials[KEY]["metadata"]["deletionTimestamp"] = "2026-11-22T12:00:00Z"
+    service.calls.clear()
+    await controller.reconcile(*KEY)
+    assert [c for c in service.calls if c in ("revoke", "delete_account")] == ["revoke", "delete_account"]

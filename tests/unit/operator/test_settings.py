@@ -53,3 +53,12 @@ def test_short_hash_key_is_refused(env: dict[str, str], tmp_path: Path) -> None:
     short.write_text("too short")
     with pytest.raises(SettingsError, match="at least 32 bytes"):
         OperatorSettings.from_env({**env, "CREDWARD_HASH_KEY_FILE": str(short)})
+
+
+def test_restart_settings(env: dict[str, str]) -> None:
+    defaults = OperatorSettings.from_env(env)
+    assert (defaults.restart_debounce, defaults.restart_max_wait) == (timedelta(seconds=2), timedelta(minutes=1))
+    given = OperatorSettings.from_env({**env, "CREDWARD_RESTART_DEBOUNCE": "5s", "CREDWARD_RESTART_MAX_WAIT": "10m"})
+    assert (given.restart_debounce, given.restart_max_wait) == (timedelta(seconds=5), timedelta(minutes=10))
+    with pytest.raises(SettingsError, match="CREDWARD_RESTART_MAX_WAIT"):
+        OperatorSettings.from_env({**env, "CREDWARD_RESTART_MAX_WAIT": "soon"})
