@@ -176,6 +176,8 @@ def test_security_command_line_and_environment_load_and_match_the_pod(helm: Helm
     )
     assert settings.host == "0.0.0.0"
     assert settings.issuer == f"http://credward-security.{NAMESPACE}.svc:9000"
+    operator_env = env_of(container(docs, "operator"))
+    assert operator_env["CREDWARD_SIGNING_KEY_ALG"]["value"] == settings.signing_alg.value  # keys it can sign with
     assert settings.dev_mode is False  # keys and hash key come from the operator's Secrets
     assert str(settings.hash_key_file.parent) == mount_of(deploy, "hash-key")
     assert str(settings.keys_dir) == mount_of(deploy, "signing-keys")
