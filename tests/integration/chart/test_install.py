@@ -383,7 +383,11 @@ def test_the_operator_works_with_exactly_the_charts_permissions(
         chart_env = {e["name"]: e["value"] for e in container([deploy], "operator")["env"] if "value" in e}
         port = free_port()
         env = {
-            **{k: v for k, v in chart_env.items() if k.startswith("CREDWARD_WEBHOOK_") or k == "CREDWARD_RESYNC"},
+            # The chart's settings, but the hash key: the test's service has its own (the file below).
+            **{k: v for k, v in chart_env.items() if k.startswith("CREDWARD_WEBHOOK_")},
+            **{
+                k: chart_env[k] for k in ("CREDWARD_RESYNC", "CREDWARD_SIGNING_KEYS_SECRET", "CREDWARD_SIGNING_KEY_ALG")
+            },
             "KUBECONFIG": str(token_kubeconfig(plane, token, tmp_path / "kubeconfig-operator")),
             # What the Pod would get from the downward API, and the loopback stand-ins for the Services.
             "CREDWARD_POD_NAMESPACE": ns,
@@ -423,6 +427,8 @@ def test_the_operator_works_with_exactly_the_charts_permissions(
                     "permissions": [{"verbs": ["read"], "path": ["store"]}],
                 },
             }
+            # It bootstrapped the signing keys in its namespace, as its ServiceAccount.
+            assert get(plane, "secret", chart_env["CREDWARD_SIGNING_KEYS_SECRET"], ns) is not None
             apply(plane, credential, team)
             apply(plane, binding, team)
             ready = partial(is_true, plane, "serviceaccountcredential", "ci", team, "Ready")
