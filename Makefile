@@ -37,8 +37,13 @@ lock: install ## Re-pin requirements*.lock from pyproject.toml (keeps current pi
 	  -c requirements.lock -c requirements-build.lock $(LOCK_FLAGS) -o requirements-dev.lock
 
 .PHONY: controlplane
-controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd and kstatus.
+controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd, kstatus and helm.
 	$(VENV)/bin/credward dev build
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/*.yaml into the Helm chart (charts/credward/files/crds; a test keeps them identical).
+	rm -f charts/credward/files/crds/*.yaml
+	cp crds/*.yaml charts/credward/files/crds/
 
 .PHONY: demo
 demo: install ## Control plane, security service, operator; examples applied, registered and synced; a token from the mounted secret, validated.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from credward.devcluster.build import (
+    HELM_VERSION,
+    Builder,
+    helm_ldflags,
     kstatus_wrapper_gomod,
     kubernetes_wrapper_gomod,
     staging_modules,
@@ -76,3 +80,19 @@ def test_kstatus_module_uses_the_control_plane_k8s_modules() -> None:
 def test_staging_version_rejects_garbage() -> None:
     with pytest.raises(ValueError, match="not a Kubernetes release"):
         staging_version("1.35")
+
+
+def test_helm_ldflags_set_its_version_and_the_kubernetes_version_of_its_client_go() -> None:
+    flags = helm_ldflags("v3.22.0", "v0.37.0")
+    assert "-X helm.sh/helm/v3/internal/version.version=v3.22.0" in flags
+    # `helm template` and lint assume this Kubernetes version (else 1.20, below the chart's kubeVersion).
+    assert "-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37" in flags
+    assert "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37" in flags
+    with pytest.raises(ValueError, match="client-go"):
+        helm_ldflags("v3.22.0", "v1.37.0")
+
+
+def test_helm_lands_in_a_versioned_cache_directory(tmp_path: Path) -> None:
+    builder = Builder(tmp_path)
+    assert builder.helm == tmp_path / "bin" / f"helm-{HELM_VERSION}" / "helm"
+    assert not builder.helm_is_built()

@@ -36,6 +36,11 @@ KUBE_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kubectl")
 # control plane's own k8s.io modules so the tests judge credward's status with the real library.
 CLI_UTILS_VERSION = "v0.37.2"
 
+# Helm, for the chart's tests (lint, template, install into the local control plane). Its go.mod has
+# no replace directives, so the pinned module's own cmd/helm builds as a dependency of a tiny module.
+HELM_VERSION = "v3.22.0"
+HELM_MODULE = "helm.sh/helm/v3"
+
 _KSTATUS_MAIN = """\
 // Command kstatus reads one Kubernetes object as JSON on stdin and prints, as JSON, what
 // sigs.k8s.io/cli-utils/pkg/kstatus/status.Compute makes of it: status, message, conditions.
@@ -148,6 +153,24 @@ def kstatus_wrapper_gomod(cli_utils_version: str, kubernetes_version: str) -> st
     )
 
 
+def helm_ldflags(helm_version: str, client_go_version: str) -> str:
+    """Helm's release ldflags: its version, and the Kubernetes version ``helm template`` and lint assume.
+
+    Without them Helm reports the placeholder ``v3.x`` and renders for Kubernetes 1.20, which a
+    chart's ``kubeVersion`` constraint refuses; Helm's Makefile takes the version from client-go.
+    """
+    match = re.fullmatch(r"v0\.(\d+)\.\d+", client_go_version)
+    if not match:
+        raise ValueError(f"not a k8s.io/client-go release version: {client_go_version!r}")
+    flags = ["-s", "-w", f"-X {HELM_MODULE}/internal/version.version={helm_version}"]
+    for pkg in ("pkg/lint/rules", "pkg/chartutil"):
+        flags += [
+            f"-X {HELM_MODULE}/{pkg}.k8sVersionMajor=1",
+            f"-X {HELM_MODULE}/{pkg}.k8sVersionMinor={match.group(1)}",
+        ]
+    return " ".join(flags)
+
+
 def _tools_go(packages: list[str]) -> str:
     imports = "\n".join(f'\t_ "{p}"' for p in packages)
     return f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
@@ -183,6 +206,20 @@ class Builder:
 
     def kstatus_is_built(self) -> bool:
         return os.access(self.kstatus, os.X_OK)
+
+    @property
+    def helm(self) -> Path:
+        """The helm command, built from ``HELM_MODULE`` at ``HELM_VERSION``."""
+        return self.cache_dir / "bin" / f"helm-{HELM_VERSION}" / "helm"
+
+    def helm_is_built(self) -> bool:
+        return os.access(self.helm, os.X_OK)
+
+    def ensure_helm(self) -> Path:
+        """Return the helm command, building it if missing."""
+        if not self.helm_is_built():
+            self._build_helm()
+        return self.helm
 
     def ensure_kstatus(self) -> Path:
         """Return the kstatus command, building it if missing."""
@@ -291,4 +328,21 @@ class Builder:
         self.kstatus_dir.mkdir(parents=True, exist_ok=True)
         self._go(
             ["build", "-trimpath", "-ldflags", "-s -w", "-o", str(self.kstatus), "."], mod_dir, "build-kstatus.log"
+        )
+
+    def _build_helm(self) -> None:
+        mod_dir = self.work_dir / f"helm-{HELM_VERSION}"
+        mod_dir.mkdir(parents=True, exist_ok=True)
+        command = f"{HELM_MODULE}/cmd/helm"
+        (mod_dir / "go.mod").write_text(
+            f"module credward.dev/helmbuild\n\ngo 1.26.0\n\nrequire {HELM_MODULE} {HELM_VERSION}\n"
+        )
+        (mod_dir / "tools.go").write_text(_tools_go([command]))
+        self._go(["mod", "tidy"], mod_dir, "build-helm.log")
+        client_go = self._module_info("k8s.io/client-go", mod_dir, "build-helm.log")["Version"]
+        self.helm.parent.mkdir(parents=True, exist_ok=True)
+        self._go(
+            ["build", "-trimpath", "-ldflags", helm_ldflags(HELM_VERSION, client_go), "-o", str(self.helm), command],
+            mod_dir,
+            "build-helm.log",
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from credward.devcluster.build import CLI_UTILS_VERSION, Builder
+from credward.devcluster.build import CLI_UTILS_VERSION, HELM_MODULE, HELM_VERSION, Builder
 from credward.devcluster.errors import ControlPlaneError
 from credward.devcluster.plane import ControlPlane
 
@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
     dev = sub.add_parser("dev", help="a local Kubernetes control plane for development and tests")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     build = dev_sub.add_parser(
-        "build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl and kstatus"
+        "build", help="build (once; cached) etcd, kube-apiserver, kube-controller-manager, kubectl, kstatus and helm"
     )
     build.set_defaults(func=_build)
     up = dev_sub.add_parser("up", help="start the control plane with credward's CRDs and wait (Ctrl-C stops it)")
@@ -48,6 +48,7 @@ def _build(args: argparse.Namespace) -> int:
         _timed(
             f"kstatus (sigs.k8s.io/cli-utils {CLI_UTILS_VERSION})", builder.kstatus_is_built(), builder.ensure_kstatus
         )
+        _timed(f"helm ({HELM_MODULE} {HELM_VERSION})", builder.helm_is_built(), builder.ensure_helm)
     except ControlPlaneError as exc:
         log.error("%s", exc)
         return 1
