@@ -40,10 +40,11 @@ lock: install ## Re-pin requirements*.lock from pyproject.toml (keeps current pi
 controlplane: install ## Build (once, cached) the local kube-apiserver, kube-controller-manager, kubectl, etcd, kstatus and helm.
 	$(VENV)/bin/credward dev build
 
-.PHONY: chart-crds
-chart-crds: ## Copy crds/*.yaml into the Helm chart (charts/credward/files/crds; a test keeps them identical).
-	rm -f charts/credward/files/crds/*.yaml
+.PHONY: crds
+crds: ## Copy crds/*.yaml into the Helm chart and examples/gitops/crds (tests keep the copies identical).
+	rm -f charts/credward/files/crds/*.yaml examples/gitops/crds/*.credward.io.yaml
 	cp crds/*.yaml charts/credward/files/crds/
+	cp crds/*.yaml examples/gitops/crds/
 
 .PHONY: demo
 demo: install ## Control plane, security service, operator; examples applied, registered and synced; a token from the mounted secret, validated.

@@ -57,6 +57,6 @@ def test_every_rbac_rule_says_why(template: str) -> None:
 def test_chart_crds_are_a_copy_of_crds() -> None:
     repo, chart = CHART_DIR.parent.parent / "crds", CHART_DIR / "files" / "crds"
     names = sorted(p.name for p in repo.glob("*.yaml"))
-    assert names == sorted(p.name for p in chart.glob("*.yaml")), "run `make chart-crds`"
+    assert names == sorted(p.name for p in chart.glob("*.yaml")), "run `make crds`"
     for name in names:
-        assert (chart / name).read_bytes() == (repo / name).read_bytes(), f"{name} differs: run `make chart-crds`"
+        assert (chart / name).read_bytes() == (repo / name).read_bytes(), f"{name} differs: run `make crds`"

@@ -32,14 +32,7 @@ OPERATOR_DIR = REPO_ROOT / "operator" / "credward"
 # Agreed between the chart and the operator (leader election, the bootstrapped shared Secrets, the
 # Pod's identity): the operator reads them once those parts land; every other variable the chart
 # sets must already be read by the code.
-AGREED = {
-    "CREDWARD_POD_NAMESPACE",
-    "CREDWARD_POD_NAME",
-    "CREDWARD_HASH_KEY_SECRET",
-    "CREDWARD_SIGNING_KEYS_SECRET",
-    "CREDWARD_LEADER_ELECTION",
-    "CREDWARD_LEADER_ELECTION_LEASE",
-}
+AGREED: set[str] = set()  # settings the chart sets ahead of the code reading them: none
 
 
 def dockerfile() -> dict[str, Any]:

@@ -211,3 +211,29 @@ def test_schema_refuses_bad_values_with_a_clear_message(helm: Helm, values: dict
     assert proc.returncode != 0
     assert "values don't meet the specifications of the schema" in proc.stderr
     assert message in proc.stderr, proc.stderr
+
+
+def gitops_values() -> dict[str, dict[str, object]]:
+    """The chart values each GitOps example (examples/gitops/) hands to Helm: Flux's and Argo CD's."""
+    examples = CHART_DIR.parents[1] / "examples" / "gitops"
+    found: dict[str, dict[str, object]] = {}
+    for doc in yaml.safe_load_all((examples / "flux" / "credward.yaml").read_text()):
+        if doc and doc["kind"] == "HelmRelease":
+            found["flux"] = doc["spec"]["values"]
+    for doc in yaml.safe_load_all((examples / "argocd" / "credward.yaml").read_text()):
+        helm_source = (doc or {}).get("spec", {}).get("source", {}).get("helm")
+        if helm_source and "valuesObject" in helm_source:
+            found["argocd"] = helm_source["valuesObject"]
+    return found
+
+
+def test_the_gitops_examples_values_pass_the_schema_and_leave_the_crds_to_kustomize(
+    helm: Helm, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    values = gitops_values()
+    assert set(values) == {"flux", "argocd"}
+    for name, given in values.items():
+        path = tmp_path_factory.mktemp(name) / "values.yaml"
+        path.write_text(yaml.safe_dump(given))
+        docs = helm.template("--values", str(path))  # an unknown key or a wrong type fails here (the schema)
+        assert "CustomResourceDefinition" not in kinds(docs), name
