@@ -296,7 +296,7 @@ class ControlPlane:
         (self.pki_dir / "sa.key").chmod(0o600)
         (self.pki_dir / "sa.pub").write_bytes(sa_pub)
         policy = self.state_dir / "audit-policy.yaml"
-        rules = list(_AUDIT_POLICY["rules"])  # type: ignore[call-overload]
+        rules = list(_AUDIT_POLICY["rules"])
         if self._audit_reads_of:
             rules.insert(0, {"level": "Metadata", "users": list(self._audit_reads_of)})
         policy.write_text(yaml.safe_dump({**_AUDIT_POLICY, "rules": rules}))

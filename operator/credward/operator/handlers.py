@@ -37,8 +37,9 @@ from credward.api import (
     ROLEBINDING_PLURAL,
     VERSION,
 )
+from credward.operator.cache import BINDINGS, CREDENTIALS, SECRETS, CachedKube, WatchCache
 from credward.operator.controller import CredentialController
-from credward.operator.kube import Kube
+from credward.operator.kube import Kube, RateLimit
 from credward.operator.metrics import HealthServer, OperatorMetrics
 from credward.operator.service import AdminClient
 from credward.operator.settings import OperatorSettings, read_hash_key
@@ -57,10 +58,16 @@ def owner_credential(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _raw(body: kopf.Body) -> dict[str, Any]:
+    """The object as the watch delivered it (top-level keys; kopf's view holds the parsed JSON underneath)."""
+    return {key: body[key] for key in body}
+
+
 def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
+    cache = WatchCache()  # the controller's reads (cache.py); fed below, before any event handler runs
 
     @kopf.on.startup(registry=registry)
     async def startup(**kwargs: Any) -> None:
@@ -70,7 +77,9 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
         stack = AsyncExitStack()
         state["stack"] = stack
-        kube = await stack.enter_async_context(Kube.connect(settings.field_manager))
+        rate_limit = RateLimit(settings.kube_qps, settings.kube_burst)
+        kube = CachedKube(await stack.enter_async_context(Kube.connect(settings.field_manager, rate_limit)), cache)
+        state["kube"] = kube
         service = await stack.enter_async_context(
             AdminClient.connect(
                 settings.security_base_url, settings.token_file, settings.service_timeout.total_seconds()
@@ -113,15 +122,46 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         if stack is not None:
             await stack.aclose()
 
+    # -- the watch cache (cache.py) ---------------------------------------------------------------------------
+    # kopf runs no event handler before every indexed kind's initial listing went through its index
+    # handler, so the cache is complete before the first reconcile reads it. They keep nothing in
+    # kopf's own index (they return None).
+
+    @kopf.index(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential-cache", registry=registry)
+    async def credential_index(body: kopf.Body, **_: Any) -> None:
+        cache.put(CREDENTIALS, _raw(body))
+
+    @kopf.index("", "v1", "secrets", id="secret-cache", registry=registry)
+    async def secret_index(body: kopf.Body, **_: Any) -> None:
+        cache.put(SECRETS, _raw(body))
+
+    @kopf.index(GROUP, VERSION, ROLEBINDING_PLURAL, id="rolebinding-cache", registry=registry)
+    async def rolebinding_index(body: kopf.Body, **_: Any) -> None:
+        cache.put(BINDINGS, _raw(body))
+
+    def _seen(kind: str, kwargs: Mapping[str, Any]) -> bool:
+        """Record a deletion; False for the echo of credward's own write (nothing new to reconcile)."""
+        obj = kwargs["event"]["object"]
+        if kwargs["type"] == "DELETED":
+            cache.delete(kind, obj)
+            if kind == CREDENTIALS and "kube" in state:
+                state["kube"].forget(kwargs["namespace"], kwargs["name"])
+            return True
+        return not cache.is_echo(kind, obj)
+
+    # -- event handlers ------------------------------------------------------------------------------------
+
     @kopf.on.event(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential", registry=registry)
     async def credential_event(**kwargs: Any) -> None:
+        if not _seen(CREDENTIALS, kwargs):
+            return
         controller: CredentialController = state["controller"]
         # DELETED too: the bindings of a credential that is gone wait for it (Synced=False AccountNotFound).
         await controller.reconcile(kwargs["namespace"], kwargs["name"])
 
     @kopf.on.event("", "v1", "secrets", id="owned-secret", registry=registry)
     async def owned_secret_event(**kwargs: Any) -> None:
-        if kwargs["type"] not in ("MODIFIED", "DELETED"):
+        if not _seen(SECRETS, kwargs) or kwargs["type"] not in ("MODIFIED", "DELETED"):
             return  # the initial listing and our own creations: the credential's events cover those
         credential = owner_credential(kwargs["meta"])
         if credential:
@@ -129,6 +169,8 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
 
     @kopf.on.event(GROUP, VERSION, ROLEBINDING_PLURAL, id="rolebinding", registry=registry)
     async def rolebinding_event(**kwargs: Any) -> None:
+        if not _seen(BINDINGS, kwargs):
+            return
         # Every change (deletion included) reconciles the account the binding names; a burst makes one reconcile.
         account = (kwargs["spec"] or {}).get("serviceAccount")
         if account:

@@ -9,7 +9,7 @@ their owners: the hash key once, the token whenever the kubelet replaces it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +22,9 @@ from credward.errors import HashKeyError, InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+# Sustained requests per second and burst to the Kubernetes API (docs/operator.md says why these).
+DEFAULT_KUBE_QPS = 100.0
+DEFAULT_KUBE_BURST = 200
 
 __all__ = ["OperatorSettings", "SettingsError", "read_hash_key"]
 
@@ -51,6 +54,9 @@ class OperatorSettings:
     cleanup_timeout: timedelta = timedelta(hours=1)
     field_manager: str = "credward-operator"
     liveness_port: int | None = None
+    # -- Kubernetes API client-side rate limit (client-go's QPS/Burst) --
+    kube_qps: float = DEFAULT_KUBE_QPS
+    kube_burst: int = DEFAULT_KUBE_BURST
 
     @property
     def endpoints(self) -> Endpoints:
@@ -97,6 +103,7 @@ class OperatorSettings:
             port = int(port_text) if port_text else None
         except ValueError:
             raise SettingsError(f"CREDWARD_LIVENESS_PORT: {port_text!r} is not a port number") from None
+        kube_qps, kube_burst = _rate_limit(value)
         return cls(
             security_base_url=base.rstrip("/"),
             issuer=issuer.rstrip("/"),
@@ -110,7 +117,28 @@ class OperatorSettings:
             conflict_recheck=duration("conflict_recheck", "CREDWARD_CONFLICT_RECHECK", "5s"),
             cleanup_timeout=duration("cleanup_timeout", "CREDWARD_CLEANUP_TIMEOUT", "1h"),
             liveness_port=port,
+            kube_qps=kube_qps,
+            kube_burst=kube_burst,
         )
+
+
+def _rate_limit(value: Callable[[str, str, str | None], str | None]) -> tuple[float, int]:
+    """``CREDWARD_KUBE_QPS`` (0 turns the limit off) and ``CREDWARD_KUBE_BURST`` (at least 1)."""
+    qps_text = value("kube_qps", "CREDWARD_KUBE_QPS", None)
+    burst_text = value("kube_burst", "CREDWARD_KUBE_BURST", None)
+    try:
+        qps = float(qps_text) if qps_text else DEFAULT_KUBE_QPS
+    except ValueError:
+        raise SettingsError(f"CREDWARD_KUBE_QPS: {qps_text!r} is not a number") from None
+    try:
+        burst = int(burst_text) if burst_text else DEFAULT_KUBE_BURST
+    except ValueError:
+        raise SettingsError(f"CREDWARD_KUBE_BURST: {burst_text!r} is not a whole number") from None
+    if not qps >= 0 or qps == float("inf"):
+        raise SettingsError("CREDWARD_KUBE_QPS: must be 0 (no limit) or a positive number")
+    if burst < 1:
+        raise SettingsError("CREDWARD_KUBE_BURST: must be at least 1")
+    return qps, burst
 
 
 def _check_url(key: str, value: str) -> None:

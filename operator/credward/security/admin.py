@@ -20,12 +20,15 @@ from credward.api.admin import (
     CLIENT_ID_PATTERN,
     AccountIn,
     AccountView,
+    BatchIn,
+    BatchOut,
+    BatchResult,
     RoleMappingsIn,
     SecretView,
     ServiceInfo,
 )
 from credward.domain.claims import identity_for
-from credward.errors import BadAdminRequest, NotFound
+from credward.errors import BadAdminRequest, NotFound, ServiceError
 from credward.security.accounts import AccountCache
 from credward.security.feed import RevocationFeed
 from credward.security.metrics import Metrics
@@ -159,3 +162,24 @@ class AdminService:
         self.accounts.invalidate(client_id)
         if not existed:
             raise NotFound(f"no account {client_id}")
+
+    async def batch(self, data: BatchIn, now: datetime) -> BatchOut:
+        """Each operation in order, answered as its own endpoint would (a refusal ends only that one)."""
+        results: list[BatchResult] = []
+        for op in data.operations:
+            try:
+                status = 200
+                if op.op == "get":
+                    view = await self.get(op.client_id)
+                elif op.op == "put" and op.account is not None:
+                    view, created = await self.put_account(op.client_id, op.account, now)
+                    status = 201 if created else 200
+                elif op.mappings is not None:
+                    view = await self.set_role_mappings(op.client_id, op.mappings)
+                else:  # the model refuses this; never guess
+                    raise BadAdminRequest(f"operations: {op.op} without its body")
+            except ServiceError as exc:
+                results.append(BatchResult(client_id=op.client_id, status=exc.status_code, error=str(exc)))
+                continue
+            results.append(BatchResult(client_id=op.client_id, status=status, account=view))
+        return BatchOut(results=tuple(results))
