@@ -156,7 +156,7 @@ def service_calls(log: Path, start: int) -> dict[str, int]:
         fh.seek(start)
         for line in fh.read().decode(errors="replace").splitlines():
             _, found, rest = line.partition(" admin ")
-            if found:
+            if found and rest.split(" ", 1)[0] in ("GET", "PUT", "POST", "DELETE"):
                 method, _, path = rest.partition(" ")
                 path = path.split(" by ")[0]
                 kind = "/".join("{id}" if i == 4 else p for i, p in enumerate(path.split("/")))
@@ -316,7 +316,13 @@ async def in_parallel(items: list[Any], concurrency: int, send: Callable[[Any], 
 
 
 async def run_phases(
-    plane: ControlPlane, operator: ChildProcess, security_log: Path, count: int, concurrency: int, limit: float
+    plane: ControlPlane,
+    operator: ChildProcess,
+    security_log: Path,
+    count: int,
+    concurrency: int,
+    limit: float,
+    bindings_first: bool,
 ) -> dict[str, Any]:
     await config.load_kube_config(config_file=str(plane.kubeconfig))
     audit = Audit(plane.audit_log)
@@ -339,10 +345,9 @@ async def run_phases(
         start = time.monotonic()
 
         async def create(name: str) -> None:
-            await custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "rolebindings", binding(name))
-            await custom.create_namespaced_custom_object(
-                GROUP, VERSION, NAMESPACE, "serviceaccountcredentials", credential(name)
-            )
+            pair = [("serviceaccountcredentials", credential(name)), ("rolebindings", binding(name))]
+            for plural, manifest in reversed(pair) if bindings_first else pair:
+                await custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural, manifest)
 
         created = await in_parallel(names, concurrency, create)
         last_create = max(created.values())
@@ -438,7 +443,9 @@ async def run_phases(
     return result
 
 
-def run(count: int, concurrency: int, timeout: float, state: Path, operator_env: dict[str, str]) -> dict[str, Any]:
+def run(
+    count: int, concurrency: int, timeout: float, state: Path, operator_env: dict[str, str], bindings_first: bool
+) -> dict[str, Any]:
     busy0, total0 = machine_busy()
     load0 = os.getloadavg()
     wall0 = time.monotonic()
@@ -457,7 +464,7 @@ def run(count: int, concurrency: int, timeout: float, state: Path, operator_env:
             env=operator_env,
         )
         with security, operator:
-            result = asyncio.run(run_phases(plane, operator, security_log, count, concurrency, timeout))
+            result = asyncio.run(run_phases(plane, operator, security_log, count, concurrency, timeout, bindings_first))
             operator_log = (state / "logs" / "operator.log").read_text(errors="replace")
     busy1, total1 = machine_busy()
     load1 = os.getloadavg()
@@ -465,6 +472,7 @@ def run(count: int, concurrency: int, timeout: float, state: Path, operator_env:
     return {
         "count": count,
         "concurrency": concurrency,
+        "created_first": "RoleBinding" if bindings_first else "ServiceAccountCredential",
         "operator_env": operator_env,
         **result,
         "operator_log": {
@@ -489,11 +497,14 @@ def main() -> None:
     parser.add_argument(
         "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="a CREDWARD_* setting of the operator"
     )
+    parser.add_argument(
+        "--bindings-first", action="store_true", help="create each RoleBinding before its credential (not after)"
+    )
     parser.add_argument("--out", type=Path, help="write the result here (default: print only)")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.operator_env)
     with tempfile.TemporaryDirectory(prefix="credward-bench-") as tmp:
-        result = run(args.count, args.concurrency, args.timeout, Path(tmp), env)
+        result = run(args.count, args.concurrency, args.timeout, Path(tmp), env, args.bindings_first)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

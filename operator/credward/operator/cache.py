@@ -90,7 +90,7 @@ class WatchCache:
     def __init__(self) -> None:
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {CREDENTIALS: {}, SECRETS: {}, BINDINGS: {}}
         self._by_account: dict[Key, set[str]] = {}  # (namespace, serviceAccount) -> binding names
-        self._echoes: dict[tuple[str, Key], int] = {}  # versions credward's own writes produced
+        self._echoes: dict[tuple[str, Key], tuple[int, int]] = {}  # versions only credward's own writes made
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects[kind].get((namespace, name))
@@ -154,15 +154,20 @@ class WatchCache:
         if version is None:
             return
         key = (kind, _key(answer))
-        if only_ours or (served is not None and _inputs(served) == _inputs(answer)):
-            self._echoes[key] = version
-        else:
+        if not (only_ours or (served is not None and _inputs(served) == _inputs(answer))):
             self._echoes.pop(key, None)
+            return
+        # Writes made one on the answer of the other (finalizer, then status) chain: every version between is ours.
+        chain = self._echoes.get(key)
+        served_version = _version(served) if served is not None else None
+        low = chain[0] if chain is not None and served_version is not None and chain[1] == served_version else version
+        self._echoes[key] = (low, version)
 
     def is_echo(self, kind: str, obj: Mapping[str, Any]) -> bool:
         """True for the watch event of a version only credward's own write made (no reconcile needed)."""
         version = _version(obj)
-        return version is not None and self._echoes.get((kind, _key(obj))) == version
+        chain = self._echoes.get((kind, _key(obj)))
+        return version is not None and chain is not None and chain[0] <= version <= chain[1]
 
 
 class CachedKube:
@@ -219,8 +224,8 @@ class CachedKube:
 
     async def add_finalizer(self, body: dict[str, Any]) -> None:
         answer = await self._kube.add_finalizer(body)
-        if answer is not None:
-            self.cache.put(CREDENTIALS, answer)
+        if answer is not None:  # conditional on the version read (a merge patch with its resourceVersion)
+            self.cache.wrote(CREDENTIALS, body, answer, only_ours=True)
             self._served[(CREDENTIALS, _key(answer))] = answer  # the reconcile goes on with the finalizer in place
 
     async def remove_finalizer(self, body: dict[str, Any]) -> None:
