@@ -38,7 +38,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,8 +277,12 @@ def binding_seen(seen: Seen) -> Callable[[dict[str, Any]], None]:
     return on
 
 
-async def until(seen: Seen, done: Callable[[], bool], what: str, limit: float) -> None:
+async def until(
+    seen: Seen, done: Callable[[], bool], what: str, limit: float, check: Callable[[], Awaitable[None]]
+) -> None:
+    """Wait for ``done``; every 10 s ``check`` lists what the watches may have missed (a watch can break)."""
     deadline = time.monotonic() + limit
+    checked = time.monotonic()
     while not done():
         seen.changed.clear()
         left = deadline - time.monotonic()
@@ -286,6 +290,9 @@ async def until(seen: Seen, done: Callable[[], bool], what: str, limit: float) -
             raise TimeoutError(what)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(seen.changed.wait(), min(left, 1.0))
+        if time.monotonic() - checked > 10:
+            await check()
+            checked = time.monotonic()
 
 
 async def in_parallel(items: list[Any], concurrency: int, send: Callable[[Any], Any]) -> dict[Any, float]:
@@ -335,6 +342,22 @@ async def run_phases(
             asyncio.create_task(follow(custom, "rolebindings", binding_seen(seen))),
         ]
         await asyncio.sleep(1.0)
+
+        async def check() -> None:
+            for task in followers:
+                if task.done() and task.exception() is not None:
+                    print(f"a watch ended: {task.exception()!r}", flush=True)
+            for plural, on in (
+                ("serviceaccountcredentials", credential_seen(seen)),
+                ("rolebindings", binding_seen(seen)),
+            ):
+                before = len(seen.ready) + len(seen.synced) + len(seen.rotated)
+                listing = await custom.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural)
+                for item in listing["items"]:
+                    on(item)
+                if (missed := len(seen.ready) + len(seen.synced) + len(seen.rotated) - before) > 0:
+                    print(f"the {plural} watch missed {missed} (stamped late, by a listing)", flush=True)
+
         pid = operator.pid
         assert pid is not None
         result: dict[str, Any] = {}
@@ -356,6 +379,7 @@ async def run_phases(
             lambda: len(seen.ready) == count and len(seen.synced) == count,
             f"{count} credentials Ready and bindings Synced",
             limit,
+            check,
         )
         all_ready = max(max(seen.ready.values()), max(seen.synced.values()))
         lags = [max(seen.ready[n], seen.synced[f"{n}-roles"]) - created[n] for n in names]
@@ -422,7 +446,7 @@ async def run_phases(
 
         await in_parallel(names, concurrency, rotate)
         last_annotation = time.monotonic()
-        await until(seen, lambda: len(seen.rotated) == count, f"{count} rotations", limit)
+        await until(seen, lambda: len(seen.rotated) == count, f"{count} rotations", limit, check)
         done = sorted(seen.rotated.values())
         idle = await asyncio.to_thread(wait_idle, pid, done[-1])
         cpu = cpu_seconds(pid) - cpu_at

@@ -75,6 +75,8 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
         # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        # kopf logs "Handler ... succeeded" at INFO for every event (thousands at scale); failures still log.
+        logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
         stack = AsyncExitStack()
         state["stack"] = stack
         rate_limit = RateLimit(settings.kube_qps, settings.kube_burst)
