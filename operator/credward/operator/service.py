@@ -47,7 +47,8 @@ from credward.errors import ServiceRefused, ServiceUnavailable
 log = logging.getLogger(__name__)
 
 ADMIN = "/v1/admin"
-BATCH_WINDOW = 0.005  # seconds: long enough to gather a burst of reconciles, short beside one request
+BATCH_WINDOW = 0.002  # seconds an idle client waits for more calls to share a request
+BATCHES_IN_FLIGHT = 2  # more calls wait for one of these to be answered, then go together
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -212,26 +213,41 @@ class AdminClient:
     async def _run(self, op: BatchOperation) -> BatchResult:
         if not self._batching:
             return await self._single(op)
-        loop = asyncio.get_running_loop()
-        if any((o.op, o.client_id) == (op.op, op.client_id) for o, _ in self._queue):
-            self._flush()  # one operation per account and kind in a batch
-        future: asyncio.Future[BatchResult] = loop.create_future()
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
         self._queue.append((op, future))
-        if len(self._queue) >= BATCH_MAX_OPERATIONS:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window, self._flush)
+        if self._timer is None and len(self._tasks) < BATCHES_IN_FLIGHT:
+            self._timer = asyncio.get_running_loop().call_later(self._window, self._flush)
+        # else a batch in flight sends the queue when it is answered: the busier, the bigger the batches
         return await future
+
+    def _take(self) -> list[tuple[BatchOperation, asyncio.Future[BatchResult]]]:
+        """The next batch from the queue: at most the maximum, each account and kind of operation once."""
+        batch: list[tuple[BatchOperation, asyncio.Future[BatchResult]]] = []
+        rest: list[tuple[BatchOperation, asyncio.Future[BatchResult]]] = []
+        keys: set[tuple[str, str]] = set()
+        for item in self._queue:
+            key = (item[0].op, item[0].client_id)
+            if len(batch) < BATCH_MAX_OPERATIONS and key not in keys:
+                batch.append(item)
+                keys.add(key)
+            else:
+                rest.append(item)
+        self._queue = rest
+        return batch
 
     def _flush(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        items, self._queue = self._queue, []
-        if items:
-            task = asyncio.get_running_loop().create_task(self._send_batch(items))
+        while self._queue and len(self._tasks) < BATCHES_IN_FLIGHT:
+            task = asyncio.get_running_loop().create_task(self._send_batch(self._take()))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._queue and self._timer is None:
+            self._flush()
 
     async def _send_batch(self, items: list[tuple[BatchOperation, asyncio.Future[BatchResult]]]) -> None:
         ops = tuple(op for op, _ in items)
