@@ -159,7 +159,8 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             return
         controller: CredentialController = state["controller"]
         # DELETED too: the bindings of a credential that is gone wait for it (Synced=False AccountNotFound).
-        await controller.reconcile(kwargs["namespace"], kwargs["name"])
+        # Through the work queue: a burst of events makes one reconcile per key, a bounded number at once.
+        controller.trigger(kwargs["namespace"], kwargs["name"])
 
     @kopf.on.event("", "v1", "secrets", id="owned-secret", registry=registry)
     async def owned_secret_event(**kwargs: Any) -> None:
