@@ -356,7 +356,7 @@ async def run_phases(
                 for item in listing["items"]:
                     on(item)
                 if (missed := len(seen.ready) + len(seen.synced) + len(seen.rotated) - before) > 0:
-                    print(f"the {plural} watch missed {missed} (stamped late, by a listing)", flush=True)
+                    print(f"a listing of {plural} saw {missed} before the watch did (stamped then)", flush=True)
 
         pid = operator.pid
         assert pid is not None
