@@ -24,7 +24,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -58,6 +58,16 @@ def owner_credential(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """No diff-base: only change handlers (``on.create``/``on.update``) use one, and credward has none."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 def _raw(body: kopf.Body) -> dict[str, Any]:
     """The object as the watch delivered it (top-level keys; kopf's view holds the parsed JSON underneath)."""
     return {key: body[key] for key in body}
@@ -75,6 +85,9 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
         # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        # credward has event handlers only (no change handlers), so kopf needs no diff-base of each object:
+        # building one deep-copies every event's body (Secrets and managedFields included).
+        kopf_settings.persistence.diffbase_storage = NoDiffBase()
         # kopf logs "Handler ... succeeded" at INFO for every event (thousands at scale); failures still log.
         logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
         stack = AsyncExitStack()

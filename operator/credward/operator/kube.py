@@ -221,11 +221,27 @@ class Kube:
     async def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             async with self._call(f"reading Secret {namespace}/{name}"):
-                secret = await self._core.read_namespaced_secret(name, namespace)
+                answer = await self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+                return await self._json(answer)
         except Gone:
             return None
-        obj: dict[str, Any] = self._serialize(secret)
-        return obj
+
+    async def _json(self, answer: Any) -> dict[str, Any]:
+        """A response read without the client's model classes (parsing those dates costs more than the request).
+
+        Called inside :meth:`_call`, so a failure status raises the same ``ApiException`` the client would.
+        """
+        if not hasattr(answer, "status") or not hasattr(answer, "read"):
+            obj: dict[str, Any] = self._serialize(answer)  # an injected client answered with a model or a dict
+            return obj
+        data = await answer.read()
+        if not 200 <= answer.status <= 299:
+            exc = ApiException(status=answer.status, reason=answer.reason)
+            exc.body = data.decode(errors="replace")
+            exc.headers = answer.headers
+            raise exc
+        parsed: dict[str, Any] = json.loads(data)
+        return parsed
 
     async def list_bindings(self, namespace: str, account: str | None = None) -> list[dict[str, Any]]:
         """The RoleBindings in ``namespace`` (only those naming ``account``, if given)."""
@@ -251,9 +267,9 @@ class Kube:
                 field_manager=self._field_manager,
                 force=True,
                 _content_type=APPLY,
+                _preload_content=False,
             )
-        obj: dict[str, Any] = self._serialize(answer)
-        return obj
+            return await self._json(answer)
 
     async def _apply_status(
         self, plural: str, kind: str, namespace: str, name: str, status: dict[str, Any]
@@ -339,7 +355,9 @@ class Kube:
         )
         try:
             async with self._call(f"recording event {event.reason} on {meta['namespace']}/{meta['name']}"):
-                await self._core.create_namespaced_event(meta["namespace"], body)
+                await self._json(
+                    await self._core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+                )
         except Gone as exc:
             log.debug("%s", exc)  # the namespace or object is going away: nobody will read it
         except CredwardError as exc:

@@ -23,8 +23,8 @@ from credward.errors import HashKeyError, InvalidSpec, SettingsError
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # Sustained requests per second and burst to the Kubernetes API (docs/operator.md says why these).
-DEFAULT_KUBE_QPS = 100.0
-DEFAULT_KUBE_BURST = 200
+DEFAULT_KUBE_QPS = 500.0
+DEFAULT_KUBE_BURST = 1000
 
 __all__ = ["OperatorSettings", "SettingsError", "read_hash_key"]
 

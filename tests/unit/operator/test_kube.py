@@ -133,3 +133,33 @@ async def test_finalizers_are_a_guarded_merge_patch_that_never_creates() -> None
     assert api.calls[1][1][-1]["metadata"]["finalizers"] == ["other/x"]
     k, _ = kube(api_exception(404))
     await k.remove_finalizer(body)  # already gone: done
+
+
+class RawAnswer:
+    """What the client returns with ``_preload_content=False``: a status, a reason, headers and a body to read."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.reason = "Reason"
+        self.headers = {"Retry-After": "2"}
+        self._body = json.dumps(body).encode()
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+async def test_a_raw_answer_is_parsed_without_the_clients_models() -> None:
+    k, api = kube(result=RawAnswer(200, {"metadata": {"name": "s", "resourceVersion": "9"}}))
+    answer = await k.apply_secret(manifest())
+    assert answer["metadata"]["resourceVersion"] == "9"
+    assert api.calls[0][2]["_preload_content"] is False
+
+
+async def test_a_raw_failure_is_mapped_like_the_clients_own() -> None:
+    k, _ = kube(result=RawAnswer(409, {"kind": "Status", "message": "the object has been modified"}))
+    with pytest.raises(KubeUnavailable) as info:
+        await k.apply_secret(manifest())
+    assert "409" in str(info.value)
+    assert SECRET_VALUE not in str(info.value)
+    k, _ = kube(result=RawAnswer(404, {"kind": "Status", "message": "not found"}))
+    assert await k.get_secret("ns", "s") is None
