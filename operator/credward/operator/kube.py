@@ -153,21 +153,22 @@ class RateLimit:
         self.burst = max(burst, 1)
         self._tokens = float(self.burst)
         self._stamp: float | None = None
-        self._next = 0.0  # when the last reserved token is due (waiters queue in order)
 
-    async def wait(self) -> None:
+    def reserve(self, now: float) -> float:
+        """Take a token at time ``now``; the seconds to wait before using it."""
         if self.qps <= 0:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+            return 0.0
         if self._stamp is None:
             self._stamp = now
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.qps)
         self._stamp = now
         self._tokens -= 1.0
-        if self._tokens >= 0:
-            return
-        await asyncio.sleep(-self._tokens / self.qps)
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+
+    async def wait(self) -> None:
+        delay = self.reserve(asyncio.get_running_loop().time())
+        if delay > 0:
+            await asyncio.sleep(delay)
 
 
 class Kube:

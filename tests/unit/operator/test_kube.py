@@ -163,3 +163,13 @@ async def test_a_raw_failure_is_mapped_like_the_clients_own() -> None:
     assert SECRET_VALUE not in str(info.value)
     k, _ = kube(result=RawAnswer(404, {"kind": "Status", "message": "not found"}))
     assert await k.get_secret("ns", "s") is None
+
+
+def test_the_rate_limit_lets_a_burst_through_then_paces_in_order() -> None:
+    from credward.operator.kube import RateLimit
+
+    limit = RateLimit(qps=50, burst=5)
+    assert [limit.reserve(10.0) for _ in range(5)] == [0.0] * 5  # the burst
+    assert [round(limit.reserve(10.0), 3) for _ in range(3)] == [0.02, 0.04, 0.06]  # then 50 a second, queued
+    assert limit.reserve(10.5) == 0.0  # refilled meanwhile
+    assert RateLimit(qps=0, burst=1).reserve(0.0) == 0.0  # off

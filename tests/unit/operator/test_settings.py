@@ -53,3 +53,19 @@ def test_short_hash_key_is_refused(env: dict[str, str], tmp_path: Path) -> None:
     short.write_text("too short")
     with pytest.raises(SettingsError, match="at least 32 bytes"):
         OperatorSettings.from_env({**env, "CREDWARD_HASH_KEY_FILE": str(short)})
+
+
+def test_the_kubernetes_rate_limit_is_read_and_checked(env: dict[str, str]) -> None:
+    s = OperatorSettings.from_env(env)
+    assert (s.kube_qps, s.kube_burst) == (500.0, 1000)
+    s = OperatorSettings.from_env({**env, "CREDWARD_KUBE_QPS": "0", "CREDWARD_KUBE_BURST": "5"})
+    assert (s.kube_qps, s.kube_burst) == (0.0, 5)
+    for change, key in (
+        ({"CREDWARD_KUBE_QPS": "fast"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_QPS": "-1"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_QPS": "nan"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_BURST": "0"}, "CREDWARD_KUBE_BURST"),
+        ({"CREDWARD_KUBE_BURST": "1.5"}, "CREDWARD_KUBE_BURST"),
+    ):
+        with pytest.raises(SettingsError, match=key):
+            OperatorSettings.from_env({**env, **change})
