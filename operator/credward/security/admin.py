@@ -10,6 +10,7 @@ cached view of the account at once. Refusals are credward errors (:class:`~credw
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -139,6 +140,9 @@ class AdminService:
             role_mappings=existing.role_mappings if existing else (),
             updated_at=now,
         )
+        if existing is not None and replace(account, updated_at=existing.updated_at) == existing:
+            # The same account again (a restarted operator pushes every one once): no store write.
+            return account_view(existing, self.max_token_ttl), False
         await self.store.put_account(account)
         self.accounts.invalidate(client_id)
         return account_view(account, self.max_token_ttl), existing is None
