@@ -278,9 +278,14 @@ def binding_seen(seen: Seen) -> Callable[[dict[str, Any]], None]:
 
 
 async def until(
-    seen: Seen, done: Callable[[], bool], what: str, limit: float, check: Callable[[], Awaitable[None]]
+    seen: Seen,
+    done: Callable[[], bool],
+    what: str,
+    limit: float,
+    check: Callable[[], Awaitable[None]],
+    every: float = 10.0,
 ) -> None:
-    """Wait for ``done``; every 10 s ``check`` lists what the watches may have missed (a watch can break)."""
+    """Wait for ``done``; every ``every`` s ``check`` lists what the watches may have missed (a watch can break)."""
     deadline = time.monotonic() + limit
     checked = time.monotonic()
     while not done():
@@ -290,7 +295,7 @@ async def until(
             raise TimeoutError(what)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(seen.changed.wait(), min(left, 1.0))
-        if time.monotonic() - checked > 10:
+        if time.monotonic() - checked > every:
             await check()
             checked = time.monotonic()
 
@@ -380,6 +385,7 @@ async def run_phases(
             f"{count} credentials Ready and bindings Synced",
             limit,
             check,
+            max(10.0, count / 100),
         )
         all_ready = max(max(seen.ready.values()), max(seen.synced.values()))
         lags = [max(seen.ready[n], seen.synced[f"{n}-roles"]) - created[n] for n in names]
@@ -446,7 +452,9 @@ async def run_phases(
 
         await in_parallel(names, concurrency, rotate)
         last_annotation = time.monotonic()
-        await until(seen, lambda: len(seen.rotated) == count, f"{count} rotations", limit, check)
+        await until(
+            seen, lambda: len(seen.rotated) == count, f"{count} rotations", limit, check, max(10.0, count / 100)
+        )
         done = sorted(seen.rotated.values())
         idle = await asyncio.to_thread(wait_idle, pid, done[-1])
         cpu = cpu_seconds(pid) - cpu_at
