@@ -7,9 +7,9 @@ passing writes through to :class:`~credward.operator.kube.Kube` and keeping thei
 
 Why a stale read can only delay, never cause a wrong write:
 
-- kopf runs no event handler before every watched kind's initial listing has been indexed
-  (the ``@kopf.index`` handlers feed this cache), so the cache never misses an object that
-  existed at start-up;
+- no reconcile runs before the cache is complete: it starts from one listing per kind made
+  before the watches start (no read per object), and opens once the watches have delivered
+  every object of that listing (an object deleted in between is dropped after a while);
 - an older version never replaces a newer one (resourceVersions compared, as integers);
 - a Secret the cache does not hold is read with a GET: foreign or unlabelled Secrets are not
   in the watch's label selection, and a Secret credward does not own must never be overwritten;
@@ -26,6 +26,7 @@ it triggers no reconcile (:meth:`WatchCache.is_echo`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -89,8 +90,40 @@ class WatchCache:
 
     def __init__(self) -> None:
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {CREDENTIALS: {}, SECRETS: {}, BINDINGS: {}}
+        # Objects the start-up listing found that the watches have not delivered yet (see fill()).
+        self._pending: dict[str, set[Key]] = {CREDENTIALS: set(), SECRETS: set(), BINDINGS: set()}
+        self.complete = asyncio.Event()
         self._by_account: dict[Key, set[str]] = {}  # (namespace, serviceAccount) -> binding names
         self._echoes: dict[tuple[str, Key], tuple[int, int]] = {}  # versions only credward's own writes made
+
+    def fill(self, kind: str, objects: list[dict[str, Any]]) -> None:
+        """Start with a listing made before the watches start: every object that existed then is held.
+
+        The cache counts as complete once the watches (whose own listing comes a moment later) have
+        delivered each of them: from then on their versions are at least as new as any listing's.
+        """
+        for obj in objects:
+            self.put(kind, obj)
+            self._pending[kind].add(_key(obj))
+
+    def seen(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """The watch delivered ``obj`` (any event); complete when nothing from the listing is still awaited."""
+        pending = self._pending[kind]
+        if pending:
+            pending.discard(_key(obj))
+        if not self.complete.is_set() and not any(self._pending.values()):
+            self.complete.set()
+
+    def give_up_waiting(self) -> list[tuple[str, Key]]:
+        """Drop what the listing found but the watches never delivered (deleted in between); complete now."""
+        gone = [(kind, key) for kind, keys in self._pending.items() for key in keys]
+        for kind, key in gone:
+            held = self._objects[kind].get(key)
+            if held is not None:
+                self.delete(kind, held)
+            self._pending[kind].discard(key)
+        self.complete.set()
+        return gone
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._objects[kind].get((namespace, name))

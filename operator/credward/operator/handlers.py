@@ -68,16 +68,23 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
         return None
 
 
-def _raw(body: kopf.Body) -> dict[str, Any]:
-    """The object as the watch delivered it (top-level keys; kopf's view holds the parsed JSON underneath)."""
-    return {key: body[key] for key in body}
+CACHE_WAIT = 60.0  # seconds the watches may take to deliver what the start-up listing found
+
+
+async def _complete_within(cache: WatchCache, seconds: float) -> None:
+    """What the watches never deliver was deleted between the listing and their start: drop it, go on."""
+    try:
+        await asyncio.wait_for(cache.complete.wait(), seconds)
+    except TimeoutError:
+        gone = cache.give_up_waiting()
+        log.warning("%d object(s) listed at start-up were deleted before the watches began", len(gone))
 
 
 def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
-    cache = WatchCache()  # the controller's reads (cache.py); fed below, before any event handler runs
+    cache = WatchCache()  # the controller's reads (cache.py): filled at start-up, then fed by every event
 
     @kopf.on.startup(registry=registry)
     async def startup(**kwargs: Any) -> None:
@@ -93,8 +100,19 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         stack = AsyncExitStack()
         state["stack"] = stack
         rate_limit = RateLimit(settings.kube_qps, settings.kube_burst)
-        kube = CachedKube(await stack.enter_async_context(Kube.connect(settings.field_manager, rate_limit)), cache)
+        direct = await stack.enter_async_context(Kube.connect(settings.field_manager, rate_limit))
+        kube = CachedKube(direct, cache)
         state["kube"] = kube
+        # One listing per kind before the watches start (startup handlers run first): a restart reads
+        # nothing per object. A failure here stops the start: reconciling from a partial view could drop
+        # an account's role mappings.
+        for kind, plural, selector in (
+            (CREDENTIALS, CREDENTIAL_PLURAL, None),
+            (SECRETS, "secrets", f"{LABEL_MANAGED_BY}={MANAGED_BY}"),
+            (BINDINGS, ROLEBINDING_PLURAL, None),
+        ):
+            cache.fill(kind, await direct.list_all(plural, settings.namespaces, selector))
+        cache.seen(CREDENTIALS, {"metadata": {"name": ""}})  # complete at once if there was nothing
         service = await stack.enter_async_context(
             AdminClient.connect(
                 settings.security_base_url, settings.token_file, settings.service_timeout.total_seconds()
@@ -105,6 +123,8 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             kube, service, settings, read_hash_key(settings.hash_key_file), metrics=metrics
         )
         state["controller"] = controller
+        controller.requeue.hold_until(cache.complete)
+        state["cache-wait"] = asyncio.create_task(_complete_within(cache, CACHE_WAIT))
         if settings.liveness_port:
             health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
             await health.start()
@@ -125,11 +145,12 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        poller: asyncio.Task[None] | None = state.pop("poller", None)
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        for task_name in ("poller", "cache-wait"):
+            task: asyncio.Task[None] | None = state.pop(task_name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         controller: CredentialController | None = state.get("controller")
         if controller is not None:
             controller.requeue.close()
@@ -138,30 +159,20 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             await stack.aclose()
 
     # -- the watch cache (cache.py) ---------------------------------------------------------------------------
-    # kopf runs no event handler before every indexed kind's initial listing went through its index
-    # handler, so the cache is complete before the first reconcile reads it. They keep nothing in
-    # kopf's own index (they return None).
-
-    @kopf.index(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential-cache", registry=registry)
-    async def credential_index(body: kopf.Body, **_: Any) -> None:
-        cache.put(CREDENTIALS, _raw(body))
-
-    @kopf.index("", "v1", "secrets", id="secret-cache", registry=registry)
-    async def secret_index(body: kopf.Body, **_: Any) -> None:
-        cache.put(SECRETS, _raw(body))
-
-    @kopf.index(GROUP, VERSION, ROLEBINDING_PLURAL, id="rolebinding-cache", registry=registry)
-    async def rolebinding_index(body: kopf.Body, **_: Any) -> None:
-        cache.put(BINDINGS, _raw(body))
+    # Every event keeps its object in the cache; no reconcile starts before the cache is complete
+    # (filled by one listing per kind at start-up, then every object of it delivered by the watches).
 
     def _seen(kind: str, kwargs: Mapping[str, Any]) -> bool:
         """Record a deletion; False for the echo of credward's own write (nothing new to reconcile)."""
         obj = kwargs["event"]["object"]
         if kwargs["type"] == "DELETED":
             cache.delete(kind, obj)
+            cache.seen(kind, obj)
             if kind == CREDENTIALS and "kube" in state:
                 state["kube"].forget(kwargs["namespace"], kwargs["name"])
             return True
+        cache.put(kind, obj)
+        cache.seen(kind, obj)
         return not cache.is_echo(kind, obj)
 
     # -- event handlers ------------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class CoreApi(Protocol):
     async def read_namespaced_secret(self, name: str, namespace: str, **kwargs: Any) -> Any: ...
     async def patch_namespaced_secret(self, name: str, namespace: str, body: Any, **kwargs: Any) -> Any: ...
     async def create_namespaced_event(self, namespace: str, body: Any, **kwargs: Any) -> Any: ...
+    async def list_namespaced_secret(self, namespace: str, **kwargs: Any) -> Any: ...
+    async def list_secret_for_all_namespaces(self, **kwargs: Any) -> Any: ...
 
 
 class CustomApi(Protocol):
@@ -53,6 +55,7 @@ class CustomApi(Protocol):
 
     async def get_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
     async def list_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
+    async def list_cluster_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
     async def patch_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any: ...
     async def patch_namespaced_custom_object_status(self, *args: Any, **kwargs: Any) -> Any: ...
 
@@ -243,6 +246,30 @@ class Kube:
             raise exc
         parsed: dict[str, Any] = json.loads(data)
         return parsed
+
+    async def list_all(
+        self, plural: str, namespaces: tuple[str, ...] = (), label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind (``secrets`` or a credward plural) in ``namespaces`` (empty: all), one list each."""
+        items: list[dict[str, Any]] = []
+        selector = {"label_selector": label_selector} if label_selector else {}
+        for namespace in namespaces or (None,):
+            async with self._call(f"listing {plural} in {namespace or 'every namespace'}"):
+                if namespace is None:
+                    answer = await (
+                        self._core.list_secret_for_all_namespaces(_preload_content=False, **selector)
+                        if plural == "secrets"
+                        else self._custom.list_cluster_custom_object(GROUP, VERSION, plural, **selector)
+                    )
+                elif plural == "secrets":
+                    answer = await self._core.list_namespaced_secret(namespace, _preload_content=False, **selector)
+                else:
+                    answer = await self._custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, plural, **selector
+                    )
+                listing = await self._json(answer) if plural == "secrets" else answer
+            items.extend(listing.get("items") or [])
+        return items
 
     async def list_bindings(self, namespace: str, account: str | None = None) -> list[dict[str, Any]]:
         """The RoleBindings in ``namespace`` (only those naming ``account``, if given)."""

@@ -37,6 +37,7 @@ class Requeue:
         # thousand wake-ups does not hold a thousand half-done reconciles, their bodies and requests, in memory).
         self._slots = asyncio.Semaphore(max(max_running, 1))
         self._waiting: set[Key] = set()
+        self._open: asyncio.Event | None = None  # when set: no action starts before it is (see hold_until)
         self._base = backoff_base
         self._max = backoff_max
         self._on_unexpected = on_unexpected
@@ -99,8 +100,14 @@ class Requeue:
         """Wake-ups due but waiting for a slot (the queue depth)."""
         return len(self._waiting)
 
+    def hold_until(self, ready: asyncio.Event) -> None:
+        """Start no action before ``ready`` is set (wake-ups still queue, each key once)."""
+        self._open = ready
+
     async def _run(self, key: Key) -> None:
         try:
+            if self._open is not None and not self._open.is_set():
+                await self._open.wait()
             async with self._slots:
                 self._waiting.discard(key)
                 await self._action(key)

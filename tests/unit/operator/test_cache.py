@@ -178,3 +178,23 @@ async def test_finalizer_then_status_make_one_quiet_chain() -> None:
     assert cache.is_echo(CREDENTIALS, obj("c", 101))
     assert cache.is_echo(CREDENTIALS, obj("c", 102))
     assert await reads.get_credential("ns", "gone") is None
+
+
+def test_the_cache_is_complete_once_the_watches_delivered_what_the_listing_found() -> None:
+    cache = WatchCache()
+    cache.fill(CREDENTIALS, [obj("a", 1), obj("b", 2)])
+    cache.fill(SECRETS, [obj("s", 3)])
+    cache.seen(CREDENTIALS, obj("a", 1))
+    cache.seen(SECRETS, obj("s", 4))
+    assert not cache.complete.is_set()  # b not delivered yet: a reconcile could miss what happened to it
+    cache.seen(CREDENTIALS, obj("b", 2))
+    assert cache.complete.is_set()
+
+
+def test_what_the_watches_never_deliver_was_deleted_meanwhile_and_is_dropped() -> None:
+    cache = WatchCache()
+    cache.fill(BINDINGS, [obj("kept", 1, spec={"serviceAccount": "x"}), obj("gone", 2, spec={"serviceAccount": "x"})])
+    cache.seen(BINDINGS, obj("kept", 1))
+    assert cache.give_up_waiting() == [(BINDINGS, ("ns", "gone"))]
+    assert cache.complete.is_set()
+    assert [b["metadata"]["name"] for b in cache.bindings_of("ns", "x")] == ["kept"]

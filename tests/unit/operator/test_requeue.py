@@ -39,3 +39,26 @@ async def test_a_burst_runs_a_bounded_number_at_once_and_each_waiting_key_once()
     assert peak == 3
     assert len(runs) == 10 + 3  # the three running at the second burst run once more; the waiting ones do not
     queue.close()
+
+
+async def test_nothing_starts_before_the_gate_opens() -> None:
+    runs: list[Key] = []
+
+    async def action(key: Key) -> None:
+        runs.append(key)
+
+    gate = asyncio.Event()
+    queue = Requeue(action)
+    queue.hold_until(gate)
+    queue.after(("ns", "a"), 0)
+    queue.after(("ns", "b"), 0)
+    await asyncio.sleep(0.02)
+    assert runs == []
+    assert queue.waiting() == 2
+    gate.set()
+    for _ in range(100):
+        if len(runs) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(runs) == [("ns", "a"), ("ns", "b")]
+    queue.close()
