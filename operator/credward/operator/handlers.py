@@ -37,6 +37,7 @@ from credward.api import (
     ROLEBINDING_PLURAL,
     VERSION,
 )
+from credward.errors import KubeUnavailable
 from credward.operator.cache import BINDINGS, CREDENTIALS, SECRETS, CachedKube, WatchCache
 from credward.operator.controller import CredentialController
 from credward.operator.kube import Kube, RateLimit
@@ -69,6 +70,20 @@ class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 CACHE_WAIT = 60.0  # seconds the watches may take to deliver what the start-up listing found
+
+
+async def _listed(direct: Kube, plural: str, namespaces: tuple[str, ...], selector: str | None) -> list[dict[str, Any]]:
+    """The start-up listing, retried a while when the API server cannot answer yet (a CRD just installed: 429)."""
+    delay = 0.25
+    while True:
+        try:
+            return await direct.list_all(plural, namespaces, selector)
+        except KubeUnavailable as exc:
+            if delay > 16:
+                raise
+            log.info("%s; listing again in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
 
 
 async def _complete_within(cache: WatchCache, seconds: float) -> None:
@@ -111,7 +126,7 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
             (SECRETS, "secrets", f"{LABEL_MANAGED_BY}={MANAGED_BY}"),
             (BINDINGS, ROLEBINDING_PLURAL, None),
         ):
-            cache.fill(kind, await direct.list_all(plural, settings.namespaces, selector))
+            cache.fill(kind, await _listed(direct, plural, settings.namespaces, selector))
         cache.seen(CREDENTIALS, {"metadata": {"name": ""}})  # complete at once if there was nothing
         service = await stack.enter_async_context(
             AdminClient.connect(
