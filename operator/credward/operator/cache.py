@@ -95,6 +95,7 @@ class WatchCache:
         self.complete = asyncio.Event()
         self._by_account: dict[Key, set[str]] = {}  # (namespace, serviceAccount) -> binding names
         self._echoes: dict[tuple[str, Key], tuple[int, int]] = {}  # versions only credward's own writes made
+        self._deleted: dict[tuple[str, Key], int] = {}  # the version each deletion was seen at
 
     def fill(self, kind: str, objects: list[dict[str, Any]]) -> None:
         """Start with a listing made before the watches start: every object that existed then is held.
@@ -137,13 +138,21 @@ class WatchCache:
         return sum(len(objects) for objects in self._objects.values())
 
     def put(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """Keep ``obj`` unless the cache already holds a newer version of it."""
+        """Keep ``obj`` unless the cache already holds a newer version of it, or saw it deleted since."""
         key = _key(obj)
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self.delete(kind, obj)  # the answer to removing the last finalizer: the object is gone
+            return
         store = self._objects[kind]
         held = store.get(key)
         new, old = _version(obj), _version(held) if held is not None else None
         if held is not None and new is not None and old is not None and new < old:
             return
+        gone = self._deleted.get((kind, key))
+        if gone is not None and new is not None and new <= gone:
+            return  # an answer or event older than the deletion the watch already told
+        self._deleted.pop((kind, key), None)
         store[key] = slim(kind, obj)
         if kind == BINDINGS:
             self._index_binding(key, held, obj)
@@ -156,6 +165,8 @@ class WatchCache:
             return  # recreated since: the newer one stays
         self._objects[kind].pop(key, None)
         self._echoes.pop((kind, key), None)
+        if new is not None:
+            self._deleted[(kind, key)] = max(new, self._deleted.get((kind, key), 0))
         if kind == BINDINGS and held is not None:
             self._index_binding(key, held, None)
 

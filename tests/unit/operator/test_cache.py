@@ -198,3 +198,16 @@ def test_what_the_watches_never_deliver_was_deleted_meanwhile_and_is_dropped() -
     assert cache.give_up_waiting() == [(BINDINGS, ("ns", "gone"))]
     assert cache.complete.is_set()
     assert [b["metadata"]["name"] for b in cache.bindings_of("ns", "x")] == ["kept"]
+
+
+def test_an_answer_arriving_after_the_deletion_does_not_bring_the_object_back() -> None:
+    cache = WatchCache()
+    cache.put(CREDENTIALS, obj("c", 5))
+    cache.delete(CREDENTIALS, obj("c", 7))  # the watch told the deletion first
+    cache.put(CREDENTIALS, obj("c", 6, metadata={"finalizers": ["f"]}))  # then an older answer came
+    assert cache.get(CREDENTIALS, "ns", "c") is None
+    cache.put(CREDENTIALS, obj("c", 9))  # created again
+    assert cache.get(CREDENTIALS, "ns", "c") is not None
+    gone = obj("c", 10, metadata={"deletionTimestamp": "2030-01-01T00:00:00Z", "finalizers": []})
+    cache.put(CREDENTIALS, gone)  # the last finalizer removed: deleted
+    assert cache.get(CREDENTIALS, "ns", "c") is None
