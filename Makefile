@@ -90,6 +90,10 @@ bench: install controlplane ## Token endpoint per HTTP server, validator, revoca
 bench-revocation: install controlplane ## Revocation (spec.revoked, deletion) to the token endpoint and to a feed-following validator: p50/p99 (bench/revocation.json).
 	$(PYTHON) -m bench.revocation $(BENCH_ARGS)
 
+.PHONY: bench-operator
+bench-operator: install controlplane ## 1000 credentials (+ a RoleBinding each) at once, a restart, a rotation sweep (bench/operator.json; BENCH_ARGS=--count 10000).
+	$(PYTHON) -m bench.operator --out bench/operator.json $(BENCH_ARGS)
+
 .PHONY: bench-webhook
 bench-webhook: install controlplane ## Pod create p50/p99 with and without the webhook's opt-in label, and its request rate per core (bench/webhook.json).
 	$(PYTHON) -m bench.webhook $(BENCH_ARGS)

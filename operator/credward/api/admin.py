@@ -17,13 +17,15 @@ Endpoints (all under ``/v1/admin``, bearer-authenticated):
 * ``PUT accounts/{clientId}/role-mappings`` with :class:`RoleMappingsIn` -> :class:`AccountView`
 * ``POST accounts/{clientId}/revoke`` -> the revocation feed event
 * ``GET info`` -> :class:`ServiceInfo` (cheap: lets the operator notice an empty or replaced store)
+* ``POST batch`` with :class:`BatchIn` -> :class:`BatchOut`: many of the gets, puts and role-mapping
+  replacements above in one request, each answered as its own endpoint would (not one transaction)
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from credward.api.models import Permission, distinct
 
@@ -164,3 +166,55 @@ class ServiceInfo(_Out):
     accounts: int
     hash_key_id: str = Field(alias="hashKeyId")
     max_token_ttl_seconds: int = Field(alias="maxTokenTTLSeconds")
+
+
+BATCH_MAX_OPERATIONS = 256  # a full batch of puts stays well inside the admin API's 1 MiB body limit
+BatchOp = Literal["get", "put", "role-mappings"]
+
+
+class BatchOperation(_In):
+    """One operation of ``POST /v1/admin/batch``: ``get``, ``put`` (with ``account``) or ``role-mappings``."""
+
+    op: BatchOp
+    client_id: ClientId = Field(alias="clientId")
+    account: AccountIn | None = Field(None, description="for put: the whole account")
+    mappings: RoleMappingsIn | None = Field(None, description="for role-mappings: the account's whole set")
+
+    @model_validator(mode="after")
+    def _body_matches_op(self) -> BatchOperation:
+        if (self.op == "put") != (self.account is not None):
+            raise ValueError("account is required for op put, and only for it")
+        if (self.op == "role-mappings") != (self.mappings is not None):
+            raise ValueError("mappings is required for op role-mappings, and only for it")
+        return self
+
+
+def _distinct_accounts(operations: tuple[BatchOperation, ...]) -> tuple[BatchOperation, ...]:
+    if len({(o.op, o.client_id) for o in operations}) != len(operations):
+        raise ValueError("an operation may name each client id once")
+    return operations
+
+
+class BatchIn(_In):
+    """``POST /v1/admin/batch``: operations carried out in order, each on its own (no transaction)."""
+
+    operations: Annotated[
+        tuple[BatchOperation, ...],
+        Field(min_length=1, max_length=BATCH_MAX_OPERATIONS),
+        AfterValidator(_distinct_accounts),
+    ]
+
+
+class BatchResult(_Out):
+    """One operation's answer: the HTTP status its own endpoint gives, the account, or the refusal."""
+
+    client_id: str = Field(alias="clientId")
+    status: int
+    account: AccountView | None = None
+    error: str | None = Field(None, description="for a status of 400 or more: the error_description")
+
+
+class BatchOut(_Out):
+    """``POST /v1/admin/batch``'s answer: one result per operation, in order."""
+
+    results: tuple[BatchResult, ...]

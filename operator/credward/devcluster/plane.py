@@ -121,10 +121,12 @@ class ControlPlane:
         binaries: Binaries | None = None,
         controller_manager: bool = True,
         startup_timeout: float = 120.0,
+        audit_reads_of: Sequence[str] = (),
     ) -> None:
         self.state_dir = state_dir.resolve()
         self._binaries = binaries
         self._with_kcm = controller_manager
+        self._audit_reads_of = tuple(audit_reads_of)  # users whose reads are audited too (benchmarks count them)
         self._timeout = startup_timeout
         self._procs: list[_Process] = []
         self._ca: CertificateAuthority | None = None
@@ -294,7 +296,10 @@ class ControlPlane:
         (self.pki_dir / "sa.key").chmod(0o600)
         (self.pki_dir / "sa.pub").write_bytes(sa_pub)
         policy = self.state_dir / "audit-policy.yaml"
-        policy.write_text(yaml.safe_dump(_AUDIT_POLICY))
+        rules = list(_AUDIT_POLICY["rules"])
+        if self._audit_reads_of:
+            rules.insert(0, {"level": "Metadata", "users": list(self._audit_reads_of)})
+        policy.write_text(yaml.safe_dump({**_AUDIT_POLICY, "rules": rules}))
         return {"ca": ca_crt, "crt": srv_crt, "key": srv_key, "policy": policy}
 
     def _require_ca(self) -> CertificateAuthority:

@@ -53,6 +53,11 @@ class ChildProcess:
         self.stop()
 
     @property
+    def pid(self) -> int | None:
+        """The running process's id (benchmarks read its CPU time and memory from /proc)."""
+        return self._popen.pid if self.running and self._popen is not None else None
+
+    @property
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 

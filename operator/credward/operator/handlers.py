@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from kubernetes_asyncio.client import ApiClient
@@ -41,9 +41,10 @@ from credward.api import (
 )
 from credward.domain.restarts import ANNOTATION_RESTART_ON_ROTATION
 from credward.domain.signing_keys import KeyPolicy
-from credward.errors import SettingsError, TransientError
+from credward.errors import KubeUnavailable, SettingsError, TransientError
+from credward.operator.cache import BINDINGS, CREDENTIALS, SECRETS, CachedKube, WatchCache
 from credward.operator.controller import CredentialController
-from credward.operator.kube import Kube, load_config
+from credward.operator.kube import Kube, RateLimit, load_config
 from credward.operator.leader import LeaderElector
 from credward.operator.metrics import HealthServer, OperatorMetrics
 from credward.operator.restarts import RESOURCES as RESTART_RESOURCES
@@ -67,10 +68,47 @@ def owner_credential(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
+class NoDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """No diff-base: only change handlers (``on.create``/``on.update``) use one, and credward has none."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
+CACHE_WAIT = 60.0  # seconds the watches may take to deliver what the start-up listing found
+
+
+async def _listed(direct: Kube, plural: str, namespaces: tuple[str, ...], selector: str | None) -> list[dict[str, Any]]:
+    """The start-up listing, retried a while when the API server cannot answer yet (a CRD just installed: 429)."""
+    delay = 0.25
+    while True:
+        try:
+            return await direct.list_all(plural, namespaces, selector)
+        except KubeUnavailable as exc:
+            if delay > 16:
+                raise
+            log.info("%s; listing again in %.2fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+
+
+async def _complete_within(cache: WatchCache, seconds: float) -> None:
+    """What the watches never deliver was deleted between the listing and their start: drop it, go on."""
+    try:
+        await asyncio.wait_for(cache.complete.wait(), seconds)
+    except TimeoutError:
+        gone = cache.give_up_waiting()
+        log.warning("%d object(s) listed at start-up were deleted before the watches began", len(gone))
+
+
 def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None = None) -> kopf.OperatorRegistry:
     """A registry with credward's handlers, bound to ``settings`` (no module-level state)."""
     registry = kopf.OperatorRegistry()
     state: dict[str, Any] = {}
+    cache = WatchCache()  # the controller's reads (cache.py): filled at start-up, then fed by every event
 
     @kopf.on.startup(registry=registry)
     async def startup(**kwargs: Any) -> None:
@@ -78,10 +116,18 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         kopf_settings.posting.enabled = False  # credward records its own events; kopf's would repeat them
         # Filter Secrets in the API server, not here: the operator never receives other Secrets at all.
         kopf_settings.watching.label_selectors["secrets"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        # credward has event handlers only (no change handlers), so kopf needs no diff-base of each object:
+        # building one deep-copies every event's body (Secrets and managedFields included).
+        kopf_settings.persistence.diffbase_storage = NoDiffBase()
+        # kopf logs "Handler ... succeeded" at INFO for every event (thousands at scale); failures still log.
+        logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
         hash_key = await _shared_secrets(settings)  # before the stack: a retried startup leaks nothing
         stack = AsyncExitStack()
         state["stack"] = stack
-        kube = await stack.enter_async_context(Kube.connect(settings.field_manager))
+        rate_limit = RateLimit(settings.kube_qps, settings.kube_burst)
+        direct = await stack.enter_async_context(Kube.connect(settings.field_manager, rate_limit))
+        kube = CachedKube(direct, cache)
+        state["kube"] = kube
         service = await stack.enter_async_context(
             AdminClient.connect(
                 settings.security_base_url, settings.token_file, settings.service_timeout.total_seconds()
@@ -90,6 +136,7 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         metrics = OperatorMetrics()
         controller = CredentialController(kube, service, settings, hash_key, metrics=metrics)
         state["controller"] = controller
+        controller.requeue.hold_until(cache.complete)
         if settings.liveness_port:
             health = HealthServer(metrics, settings.liveness_port, lambda: len(controller.requeue.pending()))
             await health.start()
@@ -111,6 +158,18 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
                 await stack.aclose()
                 raise
         # --- end of leader election
+        # One listing per kind before the watches start (startup handlers run first; on the leader only, so
+        # a standby's listing never goes stale while it waits): a restart reads
+        # nothing per object. A failure here stops the start: reconciling from a partial view could drop
+        # an account's role mappings.
+        for kind, plural, selector in (
+            (CREDENTIALS, CREDENTIAL_PLURAL, None),
+            (SECRETS, "secrets", f"{LABEL_MANAGED_BY}={MANAGED_BY}"),
+            (BINDINGS, ROLEBINDING_PLURAL, None),
+        ):
+            cache.fill(kind, await _listed(direct, plural, settings.namespaces, selector))
+        cache.seen(CREDENTIALS, {"metadata": {"name": ""}})  # complete at once if there was nothing
+        state["cache-wait"] = asyncio.create_task(_complete_within(cache, CACHE_WAIT))
         await controller.refresh_info()
         state["poller"] = asyncio.create_task(controller.poll_info_forever())
         # -- signing-key rotation (docs/operator.md, "Signing keys") --------------------------------------------
@@ -151,16 +210,12 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        signing: asyncio.Task[None] | None = state.pop("signing", None)  # signing-key rotation
-        if signing is not None:
-            signing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await signing
-        poller: asyncio.Task[None] | None = state.pop("poller", None)
-        if poller is not None:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        for task_name in ("signing", "poller", "cache-wait"):  # signing: the key rotation
+            task: asyncio.Task[None] | None = state.pop(task_name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         controller: CredentialController | None = state.get("controller")
         if controller is not None:
             controller.requeue.close()
@@ -168,15 +223,37 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
         if stack is not None:
             await stack.aclose()
 
+    # -- the watch cache (cache.py) ---------------------------------------------------------------------------
+    # Every event keeps its object in the cache; no reconcile starts before the cache is complete
+    # (filled by one listing per kind at start-up, then every object of it delivered by the watches).
+
+    def _seen(kind: str, kwargs: Mapping[str, Any]) -> bool:
+        """Record a deletion; False for the echo of credward's own write (nothing new to reconcile)."""
+        obj = kwargs["event"]["object"]
+        if kwargs["type"] == "DELETED":
+            cache.delete(kind, obj)
+            cache.seen(kind, obj)
+            if kind == CREDENTIALS and "kube" in state:
+                state["kube"].forget(kwargs["namespace"], kwargs["name"])
+            return True
+        cache.put(kind, obj)
+        cache.seen(kind, obj)
+        return not cache.is_echo(kind, obj)
+
+    # -- event handlers ------------------------------------------------------------------------------------
+
     @kopf.on.event(GROUP, VERSION, CREDENTIAL_PLURAL, id="credential", registry=registry)
     async def credential_event(**kwargs: Any) -> None:
+        if not _seen(CREDENTIALS, kwargs):
+            return
         controller: CredentialController = state["controller"]
         # DELETED too: the bindings of a credential that is gone wait for it (Synced=False AccountNotFound).
-        await controller.reconcile(kwargs["namespace"], kwargs["name"])
+        # Through the work queue: a burst of events makes one reconcile per key, a bounded number at once.
+        controller.trigger(kwargs["namespace"], kwargs["name"])
 
     @kopf.on.event("", "v1", "secrets", id="owned-secret", registry=registry)
     async def owned_secret_event(**kwargs: Any) -> None:
-        if kwargs["type"] not in ("MODIFIED", "DELETED"):
+        if not _seen(SECRETS, kwargs) or kwargs["type"] not in ("MODIFIED", "DELETED"):
             return  # the initial listing and our own creations: the credential's events cover those
         credential = owner_credential(kwargs["meta"])
         if credential:
@@ -184,6 +261,8 @@ def build_registry(settings: OperatorSettings, webhook: WebhookSettings | None =
 
     @kopf.on.event(GROUP, VERSION, ROLEBINDING_PLURAL, id="rolebinding", registry=registry)
     async def rolebinding_event(**kwargs: Any) -> None:
+        if not _seen(BINDINGS, kwargs):
+            return
         # Every change (deletion included) reconciles the account the binding names; a burst makes one reconcile.
         account = (kwargs["spec"] or {}).get("serviceAccount")
         if account:

@@ -30,8 +30,14 @@ class Requeue:
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
         on_unexpected: Callable[[Key, BaseException], None] | None = None,
+        max_running: int = 64,
     ) -> None:
         self._action = action
+        # At most this many actions at once; the others wait their turn, each key once (a burst of a
+        # thousand wake-ups does not hold a thousand half-done reconciles, their bodies and requests, in memory).
+        self._slots = asyncio.Semaphore(max(max_running, 1))
+        self._waiting: set[Key] = set()
+        self._open: asyncio.Event | None = None  # when set: no action starts before it is (see hold_until)
         self._base = backoff_base
         self._max = backoff_max
         self._on_unexpected = on_unexpected
@@ -83,14 +89,30 @@ class Requeue:
     def _fire(self, key: Key) -> None:
         self._pending.pop(key, None)
         self._due.pop(key, None)
+        if key in self._waiting:
+            return  # already waiting for a slot: it reads everything afresh when it runs
+        self._waiting.add(key)
         task = asyncio.get_running_loop().create_task(self._run(key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def waiting(self) -> int:
+        """Wake-ups due but waiting for a slot (the queue depth)."""
+        return len(self._waiting)
+
+    def hold_until(self, ready: asyncio.Event) -> None:
+        """Start no action before ``ready`` is set (wake-ups still queue, each key once)."""
+        self._open = ready
+
     async def _run(self, key: Key) -> None:
         try:
-            await self._action(key)
+            if self._open is not None and not self._open.is_set():
+                await self._open.wait()
+            async with self._slots:
+                self._waiting.discard(key)
+                await self._action(key)
         except asyncio.CancelledError:
+            self._waiting.discard(key)
             raise
         except Exception as exc:
             delay = self.backoff(key)

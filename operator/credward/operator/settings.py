@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +27,9 @@ from credward.errors import HashKeyError, InvalidSpec, SettingsError
 
 DEFAULT_SECURITY_BASE_URL = "http://credward-security:9000"
 IN_CLUSTER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+# Sustained requests per second and burst to the Kubernetes API (docs/operator.md says why these).
+DEFAULT_KUBE_QPS = 500.0
+DEFAULT_KUBE_BURST = 1000
 
 __all__ = ["LeaderElectionSettings", "OperatorSettings", "SettingsError", "read_hash_key"]
 
@@ -70,6 +73,9 @@ class OperatorSettings:
     # first trigger of a burst; wait at most this long for further rotations before restarting.
     restart_debounce: timedelta = timedelta(seconds=2)
     restart_max_wait: timedelta = timedelta(minutes=1)
+    # -- Kubernetes API client-side rate limit (client-go's QPS/Burst) --
+    kube_qps: float = DEFAULT_KUBE_QPS
+    kube_burst: int = DEFAULT_KUBE_BURST
 
     @property
     def endpoints(self) -> Endpoints:
@@ -150,6 +156,7 @@ class OperatorSettings:
                 "CREDWARD_SIGNING_KEY_JWKS_CACHE + CREDWARD_SIGNING_KEY_PROPAGATION "
                 f"({format_duration(jwks_cache + propagation)}): a next key is published that long before it signs"
             )
+        kube_qps, kube_burst = _rate_limit(value)
         return cls(
             security_base_url=base.rstrip("/"),
             issuer=issuer.rstrip("/"),
@@ -174,10 +181,31 @@ class OperatorSettings:
             signing_key_clock_skew=clock_skew,
             restart_debounce=duration("restart_debounce", "CREDWARD_RESTART_DEBOUNCE", "2s"),
             restart_max_wait=duration("restart_max_wait", "CREDWARD_RESTART_MAX_WAIT", "1m"),
+            kube_qps=kube_qps,
+            kube_burst=kube_burst,
         )
 
 
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _rate_limit(value: Callable[[str, str, str | None], str | None]) -> tuple[float, int]:
+    """``CREDWARD_KUBE_QPS`` (0 turns the limit off) and ``CREDWARD_KUBE_BURST`` (at least 1)."""
+    qps_text = value("kube_qps", "CREDWARD_KUBE_QPS", None)
+    burst_text = value("kube_burst", "CREDWARD_KUBE_BURST", None)
+    try:
+        qps = float(qps_text) if qps_text else DEFAULT_KUBE_QPS
+    except ValueError:
+        raise SettingsError(f"CREDWARD_KUBE_QPS: {qps_text!r} is not a number") from None
+    try:
+        burst = int(burst_text) if burst_text else DEFAULT_KUBE_BURST
+    except ValueError:
+        raise SettingsError(f"CREDWARD_KUBE_BURST: {burst_text!r} is not a whole number") from None
+    if not qps >= 0 or qps == float("inf"):
+        raise SettingsError("CREDWARD_KUBE_QPS: must be 0 (no limit) or a positive number")
+    if burst < 1:
+        raise SettingsError("CREDWARD_KUBE_BURST: must be at least 1")
+    return qps, burst
 
 
 def _check_url(key: str, value: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -21,12 +22,15 @@ from credward.api.admin import (
     CLIENT_ID_PATTERN,
     AccountIn,
     AccountView,
+    BatchIn,
+    BatchOut,
+    BatchResult,
     RoleMappingsIn,
     SecretView,
     ServiceInfo,
 )
 from credward.domain.claims import identity_for
-from credward.errors import BadAdminRequest, NotFound
+from credward.errors import BadAdminRequest, NotFound, ServiceError
 from credward.security.accounts import AccountCache
 from credward.security.feed import RevocationFeed
 from credward.security.metrics import Metrics
@@ -165,6 +169,9 @@ class AdminService:
             role_mappings=existing.role_mappings if existing else (),
             updated_at=now,
         )
+        if existing is not None and replace(account, updated_at=existing.updated_at) == existing:
+            # The same account again (a restarted operator pushes every one once): no store write.
+            return account_view(existing, self.max_token_ttl, await self._usage(existing, now)), False
         await self.store.put_account(account)
         self.accounts.invalidate(client_id)
         return account_view(account, self.max_token_ttl, await self._usage(account, now)), existing is None
@@ -189,3 +196,24 @@ class AdminService:
         self.usage.forget(client_id)
         if not existed:
             raise NotFound(f"no account {client_id}")
+
+    async def batch(self, data: BatchIn, now: datetime) -> BatchOut:
+        """Each operation in order, answered as its own endpoint would (a refusal ends only that one)."""
+        results: list[BatchResult] = []
+        for op in data.operations:
+            try:
+                status = 200
+                if op.op == "get":
+                    view = await self.get(op.client_id, now)
+                elif op.op == "put" and op.account is not None:
+                    view, created = await self.put_account(op.client_id, op.account, now)
+                    status = 201 if created else 200
+                elif op.mappings is not None:
+                    view = await self.set_role_mappings(op.client_id, op.mappings, now)
+                else:  # the model refuses this; never guess
+                    raise BadAdminRequest(f"operations: {op.op} without its body")
+            except ServiceError as exc:
+                results.append(BatchResult(client_id=op.client_id, status=exc.status_code, error=str(exc)))
+                continue
+            results.append(BatchResult(client_id=op.client_id, status=status, account=view))
+        return BatchOut(results=tuple(results))

@@ -31,7 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route, Router
 
 from credward.api import SERVICE_ACCOUNT_VERBS
-from credward.api.admin import AccountIn, RoleMappingsIn
+from credward.api.admin import AccountIn, BatchIn, RoleMappingsIn
 from credward.domain.oauth import MAX_BODY_BYTES
 from credward.domain.scopes import ScopeProfile, verb_action
 from credward.domain.secrets import hash_key_id
@@ -307,6 +307,15 @@ async def delete_account(svc: Services, request: Request) -> Reply:
     return Reply(204, b"", ())
 
 
+async def admin_batch(svc: Services, request: Request) -> Reply:
+    """``POST /v1/admin/batch`` with BatchIn -> BatchOut: many account operations in one request (the operator's)."""
+    await _admin_call(svc, request)
+    data = parse_body(BatchIn, await read_body(request.receive, ADMIN_MAX_BODY_BYTES))
+    for op in data.operations:
+        log.info("admin batch %s %s", op.op, op.client_id)
+    return _view_reply(200, await svc.admin.batch(data, svc.now()))
+
+
 EndpointFunction = Callable[[Services, Request], Awaitable[Reply | Response]]
 ACCOUNT = "/v1/admin/accounts/{client_id}"
 ENDPOINTS: tuple[tuple[str, str, EndpointFunction], ...] = (
@@ -322,6 +331,7 @@ ENDPOINTS: tuple[tuple[str, str, EndpointFunction], ...] = (
     ("GET", "/metrics", metrics),
     ("GET", "/openapi.json", openapi),
     ("GET", "/v1/admin/info", admin_info),
+    ("POST", "/v1/admin/batch", admin_batch),
     ("GET", ACCOUNT, get_account),
     ("PUT", ACCOUNT, put_account),
     ("DELETE", ACCOUNT, delete_account),

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from credward.api.admin import CLIENT_ID_PATTERN, AccountIn, AccountView, RoleMappingsIn, ServiceInfo
+from credward.api.admin import CLIENT_ID_PATTERN, AccountIn, AccountView, BatchIn, BatchOut, RoleMappingsIn, ServiceInfo
 from credward.security.settings import Settings
 
 _REF = "#/components/schemas/{model}"
@@ -24,7 +24,9 @@ def admin_schemas() -> dict[str, Any]:
         [
             (AccountIn, "validation"),
             (RoleMappingsIn, "validation"),
+            (BatchIn, "validation"),
             (AccountView, "serialization"),
+            (BatchOut, "serialization"),
             (ServiceInfo, "serialization"),
         ],
         by_alias=True,
@@ -249,6 +251,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                 "get": _admin(
                     "the store's id, its number of accounts, the hash key's id and the token TTL cap",
                     {"200": _json(_ref("ServiceInfo"), "service info")},
+                    account=False,
+                )
+            },
+            "/v1/admin/batch": {
+                "post": _admin(
+                    "many gets, puts and role-mapping replacements in order, each answered as its own endpoint would",
+                    {"200": _json(_ref("BatchOut"), "one result per operation")},
+                    _ref("BatchIn"),
                     account=False,
                 )
             },

@@ -39,9 +39,10 @@ class FakeKube:
         obj = self.secrets.get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    async def list_bindings(self, namespace: str) -> list[dict[str, Any]]:
+    async def list_bindings(self, namespace: str, account: str | None = None) -> list[dict[str, Any]]:
         self._maybe_fail("list_bindings")
-        return [copy.deepcopy(b) for (ns, _), b in self.bindings.items() if ns == namespace]
+        found = [b for (ns, _), b in self.bindings.items() if ns == namespace]
+        return [copy.deepcopy(b) for b in found if account is None or b["spec"].get("serviceAccount") == account]
 
     async def apply_secret(self, manifest: dict[str, Any]) -> None:
         self._maybe_fail("apply_secret")

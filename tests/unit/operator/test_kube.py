@@ -133,3 +133,43 @@ async def test_finalizers_are_a_guarded_merge_patch_that_never_creates() -> None
     assert api.calls[1][1][-1]["metadata"]["finalizers"] == ["other/x"]
     k, _ = kube(api_exception(404))
     await k.remove_finalizer(body)  # already gone: done
+
+
+class RawAnswer:
+    """What the client returns with ``_preload_content=False``: a status, a reason, headers and a body to read."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.reason = "Reason"
+        self.headers = {"Retry-After": "2"}
+        self._body = json.dumps(body).encode()
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+async def test_a_raw_answer_is_parsed_without_the_clients_models() -> None:
+    k, api = kube(result=RawAnswer(200, {"metadata": {"name": "s", "resourceVersion": "9"}}))
+    answer = await k.apply_secret(manifest())
+    assert answer["metadata"]["resourceVersion"] == "9"
+    assert api.calls[0][2]["_preload_content"] is False
+
+
+async def test_a_raw_failure_is_mapped_like_the_clients_own() -> None:
+    k, _ = kube(result=RawAnswer(409, {"kind": "Status", "message": "the object has been modified"}))
+    with pytest.raises(KubeUnavailable) as info:
+        await k.apply_secret(manifest())
+    assert "409" in str(info.value)
+    assert SECRET_VALUE not in str(info.value)
+    k, _ = kube(result=RawAnswer(404, {"kind": "Status", "message": "not found"}))
+    assert await k.get_secret("ns", "s") is None
+
+
+def test_the_rate_limit_lets_a_burst_through_then_paces_in_order() -> None:
+    from credward.operator.kube import RateLimit
+
+    limit = RateLimit(qps=50, burst=5)
+    assert [limit.reserve(10.0) for _ in range(5)] == [0.0] * 5  # the burst
+    assert [round(limit.reserve(10.0), 3) for _ in range(3)] == [0.02, 0.04, 0.06]  # then 50 a second, queued
+    assert limit.reserve(10.5) == 0.0  # refilled meanwhile
+    assert RateLimit(qps=0, burst=1).reserve(0.0) == 0.0  # off

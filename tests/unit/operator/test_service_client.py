@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -104,3 +105,83 @@ async def test_missing_token_file_is_unavailable_not_a_crash(tmp_path: Path) -> 
     c = client(lambda request: httpx.Response(200, json=VIEW), tmp_path / "absent")
     with pytest.raises(ServiceUnavailable, match="admin token file"):
         await c.get_account("c1")
+
+
+async def test_concurrent_account_calls_share_one_batch_request(token: Path) -> None:
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        ops = json.loads(request.content)["operations"]
+        results = [
+            {"clientId": o["clientId"], "status": 404, "error": "no account"}
+            if o["clientId"] == "missing"
+            else {"clientId": o["clientId"], "status": 201 if o["op"] == "put" else 200, "account": VIEW}
+            for o in ops
+        ]
+        return httpx.Response(200, json={"results": results})
+
+    transport = httpx.MockTransport(handler)
+    c = AdminClient(httpx.AsyncClient(base_url="http://svc", transport=transport), batch_window=0.01)
+    mappings = RoleMappingsIn(mappings=(RoleMapping(name="b", roles=("r",)),))
+    put, got, missing, mapped = await asyncio.gather(
+        c.put_account("c1", AccountIn()),
+        c.get_account("c2"),
+        c.get_account("missing"),
+        c.put_role_mappings("missing", mappings),
+    )
+    assert [(r.method, r.url.path) for r in seen] == [("POST", "/v1/admin/batch")]
+    assert [o["op"] for o in json.loads(seen[0].content)["operations"]] == ["put", "get", "get", "role-mappings"]
+    assert put.client_id == "c1"
+    assert got is not None
+    assert missing is None
+    assert mapped is None
+
+
+async def test_a_refused_batch_is_retried_one_account_at_a_time(token: Path) -> None:
+
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/v1/admin/batch":
+            return httpx.Response(404, json={"error": "not_found"})  # an older service
+        if request.url.path.endswith("/bad"):
+            return httpx.Response(400, json={"error": "invalid_request", "error_description": "groups.0: bad"})
+        return httpx.Response(200, json=VIEW)
+
+    transport = httpx.MockTransport(handler)
+    c = AdminClient(httpx.AsyncClient(base_url="http://svc", transport=transport), batch_window=0.01)
+    good, bad = await asyncio.gather(c.get_account("c1"), c.put_account("bad", AccountIn()), return_exceptions=True)
+    assert not isinstance(good, BaseException)
+    assert good is not None
+    assert good.client_id == "c1"
+    assert isinstance(bad, ServiceRefused)
+    assert "groups.0: bad" in bad.message
+    await c.get_account("c3")  # no batch endpoint: not asked again
+    assert seen == [
+        "POST /v1/admin/batch",
+        "GET /v1/admin/accounts/c1",
+        "PUT /v1/admin/accounts/bad",
+        "GET /v1/admin/accounts/c3",
+    ]
+
+
+async def test_concurrent_info_calls_share_one_request(token: Path) -> None:
+
+    seen: list[str] = []
+    info = {"storeId": "s", "accounts": 0, "hashKeyId": "h", "maxTokenTTLSeconds": 300}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        await asyncio.sleep(0.01)
+        return httpx.Response(200, json=info)
+
+    transport = httpx.MockTransport(handler)
+    c = AdminClient(httpx.AsyncClient(base_url="http://svc", transport=transport))
+    answers = await asyncio.gather(*(c.info() for _ in range(20)))
+    assert seen == ["/v1/admin/info"]
+    assert {a.store_id for a in answers} == {"s"}
+    await c.info()
+    assert len(seen) == 2  # a later call asks again

@@ -62,3 +62,19 @@ def test_restart_settings(env: dict[str, str]) -> None:
     assert (given.restart_debounce, given.restart_max_wait) == (timedelta(seconds=5), timedelta(minutes=10))
     with pytest.raises(SettingsError, match="CREDWARD_RESTART_MAX_WAIT"):
         OperatorSettings.from_env({**env, "CREDWARD_RESTART_MAX_WAIT": "soon"})
+
+
+def test_the_kubernetes_rate_limit_is_read_and_checked(env: dict[str, str]) -> None:
+    s = OperatorSettings.from_env(env)
+    assert (s.kube_qps, s.kube_burst) == (500.0, 1000)
+    s = OperatorSettings.from_env({**env, "CREDWARD_KUBE_QPS": "0", "CREDWARD_KUBE_BURST": "5"})
+    assert (s.kube_qps, s.kube_burst) == (0.0, 5)
+    for change, key in (
+        ({"CREDWARD_KUBE_QPS": "fast"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_QPS": "-1"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_QPS": "nan"}, "CREDWARD_KUBE_QPS"),
+        ({"CREDWARD_KUBE_BURST": "0"}, "CREDWARD_KUBE_BURST"),
+        ({"CREDWARD_KUBE_BURST": "1.5"}, "CREDWARD_KUBE_BURST"),
+    ):
+        with pytest.raises(SettingsError, match=key):
+            OperatorSettings.from_env({**env, **change})

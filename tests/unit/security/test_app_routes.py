@@ -14,7 +14,16 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from pydantic import ValidationError
-from tests.unit.security.security_fixtures import ADMIN, ADMIN_TOKEN, ISSUER, Client, asgi, make_settings, running
+from tests.unit.security.security_fixtures import (
+    ADMIN,
+    ADMIN_TOKEN,
+    ISSUER,
+    Client,
+    FakeClock,
+    asgi,
+    make_settings,
+    running,
+)
 
 from credward.api.admin import AccountIn, AccountView, ServiceInfo
 from credward.domain.secrets import hash_key_id
@@ -382,3 +391,59 @@ def test_openapi_admin_schemas_are_the_wire_models(tmp_path: Path) -> None:
     assert put["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/AccountIn"}
     assert "/v1/admin/info" in doc["paths"]
     assert 'additionalProperties": true' not in json.dumps(schemas)
+
+
+async def test_admin_batch_answers_each_operation_as_its_own_endpoint_would(
+    http: httpx.AsyncClient, clock: FakeClock
+) -> None:
+    account = {"displayName": "Batched", "secrets": [{"id": "s1", "hash": HASH}]}
+    mappings = {"mappings": [{"name": "rb", "roles": ["r"]}]}
+    ops = [
+        {"op": "put", "clientId": "b1", "account": account},
+        {"op": "role-mappings", "clientId": "b1", "mappings": mappings},
+        {"op": "get", "clientId": "b1"},
+        {"op": "get", "clientId": "missing"},
+        {"op": "role-mappings", "clientId": "missing", "mappings": mappings},
+    ]
+    answer = await http.post("/v1/admin/batch", headers=ADMIN, json={"operations": ops})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["clientId"], r["status"]) for r in results] == [
+        ("b1", 201),
+        ("b1", 200),
+        ("b1", 200),
+        ("missing", 404),
+        ("missing", 404),
+    ]
+    assert results[2]["account"]["roleMappings"][0]["name"] == "rb"
+    assert results[3]["account"] is None
+    assert "missing" in results[3]["error"]
+    assert HASH not in answer.text
+    single = await http.get("/v1/admin/accounts/b1", headers=ADMIN)
+    assert single.json() == results[2]["account"]
+    # The same account again (what a restarted operator pushes) is not written again.
+    clock.now += 60
+    again = await http.post("/v1/admin/batch", headers=ADMIN, json={"operations": ops[:1]})
+    assert again.json()["results"][0]["status"] == 200
+    assert again.json()["results"][0]["account"]["updatedAt"] == results[0]["account"]["updatedAt"]
+
+
+@pytest.mark.parametrize(
+    ("operations", "field"),
+    [
+        ([{"op": "put", "clientId": "b1"}], "account is required"),
+        ([{"op": "get", "clientId": "b1", "account": {}}], "account is required"),
+        ([{"op": "get", "clientId": "b.1"}], "clientId"),
+        ([{"op": "get", "clientId": "b1"}, {"op": "get", "clientId": "b1"}], "once"),
+        ([], "operations"),
+        ([{"op": "get", "clientId": f"b{i}"} for i in range(257)], "operations"),
+        ([{"op": "delete", "clientId": "b1"}], "op"),
+    ],
+)
+async def test_admin_batch_is_validated_as_strictly_as_the_single_endpoints(
+    http: httpx.AsyncClient, operations: list[dict[str, Any]], field: str
+) -> None:
+    answer = await http.post("/v1/admin/batch", headers=ADMIN, json={"operations": operations})
+    assert answer.status_code == 400, answer.text
+    assert field in answer.json()["error_description"]
+    assert (await http.post("/v1/admin/batch", json={"operations": operations})).status_code == 401
