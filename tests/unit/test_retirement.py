@@ -192,3 +192,15 @@ def test_expiring_soon_turns_true_within_the_warning_with_one_warning_then_expir
     assert (conds["ExpiringSoon"].status, conds["ExpiringSoon"].reason) == ("False", "Expired")
     assert conds["Expired"].status == "True"
     assert not gone.facts.expiring_soon
+
+
+def test_a_requested_rotation_asks_to_look_again_when_its_grace_period_ends() -> None:
+    """Its own writes' echoes start no reconcile, so the rotating decision itself schedules the retirement look."""
+    long_period = spec(rotation={"period": "720h", "gracePeriod": "8s", "quietPeriod": "12s", "maxOverlap": "10m"})
+    world = World()
+    world.carry_out(world.decide(NOW, FIRST, spec=long_period))
+    world.request = "now"
+    at = NOW + timedelta(minutes=1)
+    plan = world.decide(at, SECOND, spec=long_period)
+    assert plan.step == "rotate"
+    assert plan.requeue_after == timedelta(seconds=8)  # not the cap (10m): a quiet old secret goes then

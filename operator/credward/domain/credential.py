@@ -603,6 +603,10 @@ def decide(
         wake.append(overlap.not_after - now)
     if retire is not None and retire.wake is not None and target is kept:
         wake.append(retire.wake - now)
+    if target is not kept and target.previous is not None:
+        # Rotating now: look again when the grace period ends (the earliest retirement); the echo of this
+        # reconcile's own writes starts no reconcile that would find that moment.
+        wake.append(spec.rotation.grace_period_td)
     if soon_at is not None and now < soon_at:
         wake.append(soon_at - now)
     facts = Facts(

@@ -36,6 +36,22 @@ from credward.security.store.migrations import SCHEMA_VERSION_SQLITE, pending
 
 _BUSY_TIMEOUT_MS = 10_000
 
+
+async def _enable_wal(conn: aiosqlite.Connection) -> None:
+    """``journal_mode = WAL``, retried while locked: several replicas opening a new file at once race for
+    the exclusive lock the switch needs, and SQLite answers that race with SQLITE_BUSY without waiting."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or loop.time() > deadline:
+                raise
+        await asyncio.sleep(0.02)
+
+
 _ACCOUNT_SELECT = """
 SELECT a.client_id, a.identity, a.display_name, a.namespace, a.name, a.status, a.expires_at,
        a.audiences, a.token_ttl_seconds, a.groups, a.secrets, a.updated_at, m.mappings
@@ -98,7 +114,7 @@ class SQLiteStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 writer = await self._connect()
                 try:
-                    await writer.execute_fetchall("PRAGMA journal_mode = WAL")
+                    await _enable_wal(writer)
                     reader = await self._connect()
                 except BaseException:
                     await writer.close()
