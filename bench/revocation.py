@@ -29,10 +29,9 @@ from typing import Any
 
 import httpx
 
+from bench.stack import local_stack, wait_for
 from credward.client import Check, InvalidToken, TokenValidator
 from credward.devcluster import ControlPlane
-from credward.devcluster.plane import free_port
-from credward.devcluster.processes import operator_process, security_process
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -56,13 +55,7 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 def _wait(check: Any, what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(what)
+    return wait_for(check, what, timeout, interval=0.2)
 
 
 def _credential(name: str) -> dict[str, Any]:
@@ -113,67 +106,55 @@ def _from_address(base_url: str, i: int) -> httpx.Client:
 
 
 def run(revocations: int, state: Path) -> dict[str, Any]:
-    with ControlPlane(state / "controlplane") as plane:
-        plane.install_crds(REPO / "crds")
-        port = free_port()
-        security, token_file, hash_key = security_process(state, port)
-        base_url = f"http://127.0.0.1:{port}"
-        operator = operator_process(
-            plane,
-            security_base_url=base_url,
-            hash_key_file=hash_key,
-            token_file=token_file,
-            log_path=state / "logs" / "operator.log",
-        )
-        with security, operator:
-            plane.kubectl("create", "namespace", NAMESPACE)
-            names = [f"r{i:03d}" for i in range(2 * revocations)]
-            manifests = {"apiVersion": "v1", "kind": "List", "items": [_credential(n) for n in names]}
-            plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(manifests))
-            _wait(lambda: _all_ready(plane, len(names)), "every credential Ready")
-            secrets = _secrets(plane)
-            latencies: dict[str, dict[str, list[float]]] = {
-                how: {"token_endpoint": [], "validator": []} for how in ("revoked", "deleted")
-            }
-            with (
-                httpx.Client(base_url=base_url) as http,
-                TokenValidator(base_url, audience=AUDIENCE) as validator,
-            ):
-                validator.follow_revocations()
-                _wait(lambda: validator.revocation_feed.lost_since is None, "the validator to reach the feed")
+    with local_stack(state) as (plane, base_url):
+        plane.kubectl("create", "namespace", NAMESPACE)
+        names = [f"r{i:03d}" for i in range(2 * revocations)]
+        manifests = {"apiVersion": "v1", "kind": "List", "items": [_credential(n) for n in names]}
+        plane.kubectl("apply", "-n", NAMESPACE, "-f", "-", input=json.dumps(manifests))
+        _wait(lambda: _all_ready(plane, len(names)), "every credential Ready")
+        secrets = _secrets(plane)
+        latencies: dict[str, dict[str, list[float]]] = {
+            how: {"token_endpoint": [], "validator": []} for how in ("revoked", "deleted")
+        }
+        with (
+            httpx.Client(base_url=base_url) as http,
+            TokenValidator(base_url, audience=AUDIENCE) as validator,
+        ):
+            validator.follow_revocations()
+            _wait(lambda: validator.revocation_feed.lost_since is None, "the validator to reach the feed")
 
-                def token(data: dict[str, str], client: httpx.Client = http) -> httpx.Response:
-                    auth = (data["client-id"], data["client-secret"])
-                    return client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=auth)
+            def token(data: dict[str, str], client: httpx.Client = http) -> httpx.Response:
+                auth = (data["client-id"], data["client-secret"])
+                return client.post("/oauth2/token", data={"grant_type": "client_credentials"}, auth=auth)
 
-                live = {n: token(secrets[n]).json()["access_token"] for n in names}
-                for n in names:
-                    validator.verify(live[n])  # accepted and cached before the revocation
-                for i, n in enumerate(names):
-                    how = "revoked" if i % 2 == 0 else "deleted"
-                    if how == "revoked":
-                        patch = json.dumps({"spec": {"revoked": True}})
-                        plane.kubectl("patch", "sac", n, "-n", NAMESPACE, "--type=merge", "-p", patch)
-                    else:
-                        plane.kubectl("delete", "sac", n, "-n", NAMESPACE, "--wait=false")
-                    start = time.perf_counter()
-                    endpoint_at: float | None = None
-                    validator_at: float | None = None
-                    with _from_address(base_url, i) as poller:
-                        while endpoint_at is None or validator_at is None:
-                            now = time.perf_counter()
-                            if now - start > 60:
-                                raise TimeoutError(f"revocation {i} ({how}) did not arrive within 60 s")
-                            if endpoint_at is None:
-                                status = token(secrets[n], poller).status_code
-                                if status == 401:
-                                    endpoint_at = time.perf_counter()
-                                elif status != 200:
-                                    raise RuntimeError(f"revocation {i}: the token endpoint answered {status}")
-                            if validator_at is None and _revoked(validator, live[n]):
-                                validator_at = time.perf_counter()
-                    latencies[how]["token_endpoint"].append((endpoint_at - start) * 1000)
-                    latencies[how]["validator"].append((validator_at - start) * 1000)
+            live = {n: token(secrets[n]).json()["access_token"] for n in names}
+            for n in names:
+                validator.verify(live[n])  # accepted and cached before the revocation
+            for i, n in enumerate(names):
+                how = "revoked" if i % 2 == 0 else "deleted"
+                if how == "revoked":
+                    patch = json.dumps({"spec": {"revoked": True}})
+                    plane.kubectl("patch", "sac", n, "-n", NAMESPACE, "--type=merge", "-p", patch)
+                else:
+                    plane.kubectl("delete", "sac", n, "-n", NAMESPACE, "--wait=false")
+                start = time.perf_counter()
+                endpoint_at: float | None = None
+                validator_at: float | None = None
+                with _from_address(base_url, i) as poller:
+                    while endpoint_at is None or validator_at is None:
+                        now = time.perf_counter()
+                        if now - start > 60:
+                            raise TimeoutError(f"revocation {i} ({how}) did not arrive within 60 s")
+                        if endpoint_at is None:
+                            status = token(secrets[n], poller).status_code
+                            if status == 401:
+                                endpoint_at = time.perf_counter()
+                            elif status != 200:
+                                raise RuntimeError(f"revocation {i}: the token endpoint answered {status}")
+                        if validator_at is None and _revoked(validator, live[n]):
+                            validator_at = time.perf_counter()
+                latencies[how]["token_endpoint"].append((endpoint_at - start) * 1000)
+                latencies[how]["validator"].append((validator_at - start) * 1000)
     result: dict[str, Any] = {"revocations": 2 * revocations, "goals_p99_ms": GOALS_MS}
     for path in ("token_endpoint", "validator"):
         both = latencies["revoked"][path] + latencies["deleted"][path]

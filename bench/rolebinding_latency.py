@@ -29,9 +29,8 @@ from typing import Any
 
 import httpx
 
+from bench.stack import local_stack, wait_for
 from credward.devcluster import ControlPlane
-from credward.devcluster.plane import free_port
-from credward.devcluster.processes import operator_process, security_process
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -57,81 +56,61 @@ def _apply(plane: ControlPlane, manifest: dict[str, Any]) -> None:
 
 
 def _wait(check: Any, what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
+    return wait_for(check, what, timeout, interval=0.1)
 
 
 def run(changes: int, state: Path) -> dict[str, Any]:
-    with ControlPlane(state / "controlplane") as plane:
-        plane.install_crds(REPO / "crds")
-        port = free_port()
-        security, token_file, hash_key = security_process(state, port)
-        base_url = f"http://127.0.0.1:{port}"
-        operator = operator_process(
+    with local_stack(state) as (plane, base_url):
+        plane.kubectl("create", "namespace", NAMESPACE)
+        _apply(
             plane,
-            security_base_url=base_url,
-            hash_key_file=hash_key,
-            token_file=token_file,
-            log_path=state / "logs" / "operator.log",
+            {
+                "apiVersion": "credward.io/v1alpha1",
+                "kind": "ServiceAccountCredential",
+                "metadata": {"name": "bench"},
+                "spec": {"displayName": "latency benchmark"},
+            },
         )
-        with security, operator:
-            plane.kubectl("create", "namespace", NAMESPACE)
-            _apply(
-                plane,
-                {
+
+        def ready() -> bool:
+            out = plane.kubectl("get", "sac", "bench", "-n", NAMESPACE, "-o", "json", check=False)
+            if out.returncode != 0:
+                return False
+            conds = {c["type"]: c["status"] for c in json.loads(out.stdout).get("status", {}).get("conditions", [])}
+            return conds.get("Ready") == "True"
+
+        _wait(ready, "the credential to be Ready")
+        secret = json.loads(plane.kubectl("get", "secret", "bench-credentials", "-n", NAMESPACE, "-o", "json").stdout)
+        data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+        applied: list[float] = []
+        total: list[float] = []
+        with httpx.Client(base_url=base_url, auth=(data["client-id"], data["client-secret"])) as http:
+
+            def scope_has(path: str) -> bool:
+                response = http.post("/oauth2/token", data={"grant_type": "client_credentials"})
+                return response.status_code == 200 and path in response.json().get("scope", "")
+
+            for i in range(changes):
+                path = f"/bench/p{i}"
+                binding = {
                     "apiVersion": "credward.io/v1alpha1",
-                    "kind": "ServiceAccountCredential",
+                    "kind": "RoleBinding",
                     "metadata": {"name": "bench"},
-                    "spec": {"displayName": "latency benchmark"},
-                },
-            )
-
-            def ready() -> bool:
-                out = plane.kubectl("get", "sac", "bench", "-n", NAMESPACE, "-o", "json", check=False)
-                if out.returncode != 0:
-                    return False
-                conds = {c["type"]: c["status"] for c in json.loads(out.stdout).get("status", {}).get("conditions", [])}
-                return conds.get("Ready") == "True"
-
-            _wait(ready, "the credential to be Ready")
-            secret = json.loads(
-                plane.kubectl("get", "secret", "bench-credentials", "-n", NAMESPACE, "-o", "json").stdout
-            )
-            data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-            applied: list[float] = []
-            total: list[float] = []
-            with httpx.Client(base_url=base_url, auth=(data["client-id"], data["client-secret"])) as http:
-
-                def scope_has(path: str) -> bool:
-                    response = http.post("/oauth2/token", data={"grant_type": "client_credentials"})
-                    return response.status_code == 200 and path in response.json().get("scope", "")
-
-                for i in range(changes):
-                    path = f"/bench/p{i}"
-                    binding = {
-                        "apiVersion": "credward.io/v1alpha1",
-                        "kind": "RoleBinding",
-                        "metadata": {"name": "bench"},
-                        "spec": {
-                            "serviceAccount": "bench",
-                            "permissions": [{"verbs": ["read"], "path": ["bench", f"p{i}"]}],
-                        },
-                    }
-                    start = time.perf_counter()
-                    _apply(plane, binding)
-                    done = time.perf_counter()
-                    deadline = done + 30
-                    while not scope_has(f":{path}"):
-                        if time.perf_counter() > deadline:
-                            raise TimeoutError(f"change {i} never reached the token endpoint")
-                    seen = time.perf_counter()
-                    applied.append((seen - done) * 1000)
-                    total.append((seen - start) * 1000)
+                    "spec": {
+                        "serviceAccount": "bench",
+                        "permissions": [{"verbs": ["read"], "path": ["bench", f"p{i}"]}],
+                    },
+                }
+                start = time.perf_counter()
+                _apply(plane, binding)
+                done = time.perf_counter()
+                deadline = done + 30
+                while not scope_has(f":{path}"):
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"change {i} never reached the token endpoint")
+                seen = time.perf_counter()
+                applied.append((seen - done) * 1000)
+                total.append((seen - start) * 1000)
     return {
         "changes": changes,
         "applied_to_token_ms": _percentiles(applied),
